@@ -1,0 +1,32 @@
+"""End-to-end smoke runs of each notebook with the `smoke` profile on small data the tests make."""
+import json
+
+import numpy as np
+import pytest
+
+from conftest import Q1, fake_dsprites_subset, run_notebook
+
+
+def outputs_text(nb):
+    return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+def test_q1_notebook_runs_end_to_end_on_a_course_file(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    np.savez_compressed(data / "sh3_sc6_y32_x32_imgs.npz", imgs=fake_dsprites_subset())
+    nb = run_notebook(Q1, tmp_path, PROFILE="smoke", DATA_ROOT=str(data), DATA_DIR=str(data),
+                      OUTPUT_DIR=str(tmp_path), ALLOW_DOWNLOAD=False, ALLOW_STANDIN=False)
+    results = json.loads((tmp_path / "results" / "q1.json").read_text())
+    assert results["run"]["profile"] == "smoke"
+    assert results["data"]["source"] == "course file" and results["data"]["standin"] is False
+    assert set(results["models"]) == {"vae", "controlvae_kl8", "controlvae_kl14"}
+    for model in results["models"].values():
+        assert model["iterations"] == 12 and np.isfinite(model["fid"]) and model["fid"] > 0
+    for name in ("q1_data", "q1_vae_losses", "q1_vae_samples", "q1_controlvae_kl", "q1_controlvae_recon",
+                 "q1_controlvae_beta", "q1_controlvae_kl8_samples", "q1_controlvae_kl14_samples",
+                 "q1_vae_traversal"):
+        assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
+    assert len(list((tmp_path / "samples" / "q1_vae").glob("*.png"))) == 16
+    assert '"profile": "smoke"' in outputs_text(nb)
+    assert "STAND-IN" not in outputs_text(nb)
