@@ -70,7 +70,7 @@ from PIL import Image
 # architecture and sample count but trains fewer iterations; `smoke` only proves the pipeline.
 PROFILES = {
     "full": dict(iterations=60_000, fid_real=5000, fid_gen=5000, checkpoint_every=5000, print_every=5000),
-    "cpu": dict(iterations=3000, fid_real=5000, fid_gen=5000, checkpoint_every=500, print_every=500),
+    "cpu": dict(iterations=8000, fid_real=5000, fid_gen=5000, checkpoint_every=1000, print_every=1000),
     "smoke": dict(iterations=12, fid_real=16, fid_gen=16, checkpoint_every=6, print_every=6),
 }
 MIN_FID_IMAGES = 2048  # below the 2048 feature dimensions the covariance is singular
