@@ -71,3 +71,29 @@ def fake_dsprites_subset(seed=0, n=18432):
         inside_c = (cols >= left[s, None, None]) & (cols < (left + size)[s, None, None])
         imgs[s] = inside_r & inside_c
     return imgs
+
+
+@pytest.fixture(scope="session")
+def q2():
+    return load_definitions(Q2)
+
+
+def write_idx(path, array, magic):
+    """Write an MNIST IDX file (big-endian header, uint8 payload)."""
+    header = np.array([magic, *array.shape], dtype=">i4").tobytes()
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def fake_mnist(root, n_train=512, n_test=128, seed=0):
+    """A tiny MNIST in torchvision's raw layout: blurry random strokes, labels 0-9."""
+    rng = np.random.default_rng(seed)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = np.zeros((n, 28, 28), dtype=np.uint8)
+        rows = rng.integers(6, 22, (n, 2))
+        images[np.arange(n), rows[:, 0], 4:24] = 255
+        images[np.arange(n)[:, None], 4:24, rows[:, 1:2]] = 255
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images, 2051)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n), 2049)
+    return root

@@ -30,3 +30,25 @@ def test_q1_notebook_runs_end_to_end_on_a_course_file(tmp_path):
     assert len(list((tmp_path / "samples" / "q1_vae").glob("*.png"))) == 16
     assert '"profile": "smoke"' in outputs_text(nb)
     assert "STAND-IN" not in outputs_text(nb)
+
+
+def test_q2_notebook_runs_end_to_end_on_a_tiny_mnist(tmp_path):
+    from conftest import Q2, fake_mnist
+
+    data = fake_mnist(tmp_path / "data")
+    nb = run_notebook(Q2, tmp_path, PROFILE="smoke", DATA_ROOT=str(data), DATA_DIR=str(data),
+                      OUTPUT_DIR=str(tmp_path), ALLOW_DOWNLOAD=False)
+    results = json.loads((tmp_path / "results" / "q2.json").read_text())
+    assert results["run"]["profile"] == "smoke" and results["data"]["n_train"] == 512
+    assert len(results["search"]["rows"]) == 8
+    assert results["search"]["chosen"]["lr"] == results["search"]["rows"][0]["lr"]
+    for name in ("gan", "wgan", "ssgan"):
+        model = results["models"][name]
+        assert np.isfinite(model["fid"]) and model["fid"] > 0 and model["params_g"] > 0
+        for figure in ("losses", "stages"):
+            assert (tmp_path / "figures" / f"q2_{name}_{figure}.png").stat().st_size > 1000
+        assert len(list((tmp_path / "samples" / f"q2_{name}").glob("*.png"))) == 16
+    assert results["models"]["ssgan"]["widths"]["reduced"] is True
+    assert (tmp_path / "figures" / "q2_quality_over_training.png").is_file()
+    text = outputs_text(nb)
+    assert "not the official 60,000" in text and "REDUCED WIDTH" in text
