@@ -514,13 +514,13 @@ def grid_settings(grid):
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
-def run_search(grid, iterations, score, seed, device):
+def run_search(grid, real_images, iterations, score, seed, device):
     rows = []
     for setting in grid_settings(grid):
         torch.manual_seed(seed)
         trainer = GANTrainer("gan", Generator(), Discriminator(), setting, device)
         z = torch.randn(100, 64, generator=torch.Generator().manual_seed(seed)).to(device)
-        _, info = train_gan("search", trainer, REAL_28, iterations, setting["d_steps"], z, seed=seed)
+        _, info = train_gan("search", trainer, real_images, iterations, setting["d_steps"], z, seed=seed)
         rows.append(dict(setting, cheap_fd=score(trainer.G), seconds=info["train_seconds"]))
         print(f"{setting} -> cheap FD {rows[-1]['cheap_fd']:.2f} ({rows[-1]['seconds']:.0f} s)")
     return sorted(rows, key=lambda r: r["cheap_fd"])
@@ -528,7 +528,7 @@ def run_search(grid, iterations, score, seed, device):
 
 # %%
 if RUN_SEARCH:
-    SEARCH = run_search(SEARCH_GRID, SETTINGS["iterations"]["search"], CHEAP_FD_28, SEED, DEVICE)
+    SEARCH = run_search(SEARCH_GRID, REAL_28, SETTINGS["iterations"]["search"], CHEAP_FD_28, SEED, DEVICE)
     GAN_CONFIG = {k: SEARCH[0][k] for k in ("lr", "betas", "batch_size", "d_steps")}
     print(f"\n{'rank':>4s} {'lr':>8s} {'betas':>12s} {'D steps':>7s} {'cheap FD':>9s}")
     for rank, row in enumerate(SEARCH, 1):

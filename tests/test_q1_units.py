@@ -124,7 +124,7 @@ def test_course_file_is_used_first(q1, tmp_path):
 
 def test_official_file_is_cut_to_orientation_0_in_order(tmp_path):
     from conftest import Q1, load_definitions
-    small = load_definitions(Q1, )  # a fresh namespace whose subset size we shrink
+    small = load_definitions(Q1)  # a fresh namespace whose subset size we shrink
     small.SUBSET_SHAPE = (6, 64, 64)
     rng = np.random.default_rng(1)
     imgs = (rng.random((18, 64, 64)) < 0.1).astype(np.uint8)
