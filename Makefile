@@ -9,7 +9,7 @@ NOTEBOOKS = notebooks/01_controlvae_dsprites.ipynb notebooks/02_gans_mnist.ipynb
 TORCH_HUB_CHECKPOINTS = $(or $(TORCH_HOME),$(HOME)/.cache/torch)/hub/checkpoints
 FID_WEIGHTS_NAME = pt_inception-2015-12-05-6726825d.pth
 
-.PHONY: venv run test sync weights clean-outputs
+.PHONY: venv run test sync weights readme bench clean-outputs
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ run: venv weights
 	  ../$(PY) -m papermill -k $(KERNEL) "$$nb" "$$nb" -p PROFILE $(PROFILE) --cwd . || exit 1; \
 	  ../$(VENV)/bin/jupytext --sync "$$nb" >/dev/null || exit 1; \
 	done
+	$(PY) scripts/readme_results.py
+
+# The README's results table, from results/*.json.
+readme:
+	$(PYTHON) scripts/readme_results.py
+
+# Benchmark (not a test): FID path vs pytorch-fid, step times, wall times. See bench/README.md.
+bench: venv weights
+	$(PY) bench/bench.py
 
 # pytest exits 5 when it collects no test: say so rather than fail.
 test: venv
