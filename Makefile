@@ -29,7 +29,6 @@ weights:
 run: venv weights
 	cd notebooks && for nb in $(notdir $(NOTEBOOKS)); do \
 	  ../$(PY) -m papermill -k $(KERNEL) "$$nb" "$$nb" -p PROFILE $(PROFILE) --cwd . || exit 1; \
-	  ../$(VENV)/bin/jupytext --sync "$$nb" >/dev/null || exit 1; \
 	done
 	$(PY) scripts/readme_results.py
 
