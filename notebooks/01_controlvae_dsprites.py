@@ -814,7 +814,9 @@ for set_point in SET_POINTS:
 # %% tags=["defs"]
 def plot_quantity(histories, key, ylabel, title, set_points=(), log=False):
     fig, ax = plt.subplots(figsize=(8, 4.2))
-    colors = dict(zip(histories, ["0.55", "tab:blue", "tab:orange", "tab:green", "tab:purple"]))
+    # the plain VAE is always gray; each ControlVAE keeps its colour across the KL, recon and β plots
+    others = [n for n in histories if n != "vae"]
+    colors = dict(vae="0.55", **dict(zip(others, ["tab:blue", "tab:orange", "tab:green", "tab:purple"])))
     for name, history in histories.items():
         ax.plot(history[key], color=colors[name], alpha=0.18, lw=0.6)
         ax.plot(ema(history[key]), color=colors[name], lw=1.6, label=name)
