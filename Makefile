@@ -30,6 +30,7 @@ run: venv weights
 	cd notebooks && for nb in $(notdir $(NOTEBOOKS)); do \
 	  ../$(PY) -m papermill -k $(KERNEL) "$$nb" "$$nb" -p PROFILE $(PROFILE) --cwd . || exit 1; \
 	done
+	$(PY) scripts/stamp_notebooks.py
 	$(PY) scripts/readme_results.py
 
 # The README's results table, from results/*.json.

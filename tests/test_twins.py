@@ -5,12 +5,14 @@ import pytest
 
 from conftest import NOTEBOOKS
 
+RUN_OUTPUT_TAGS = {"injected-parameters", "run-summary"}
+
 
 def cells(nb):
-    # papermill's "injected-parameters" cell records what an executed run was given; it is run
-    # output, not source, so the .py twin does not carry it.
+    # papermill's "injected-parameters" cell (what an executed run was given) and the "run-summary"
+    # cell (scripts/stamp_notebooks.py) are run output, not source: the .py twin does not carry them.
     return [(c.cell_type, c.source.strip(), sorted(c.metadata.get("tags", []))) for c in nb.cells
-            if "injected-parameters" not in c.metadata.get("tags", [])]
+            if not RUN_OUTPUT_TAGS & set(c.metadata.get("tags", []))]
 
 
 @pytest.mark.parametrize("ipynb", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
