@@ -9,7 +9,7 @@ NOTEBOOKS = notebooks/01_controlvae_dsprites.ipynb notebooks/02_gans_mnist.ipynb
 TORCH_HUB_CHECKPOINTS = $(or $(TORCH_HOME),$(HOME)/.cache/torch)/hub/checkpoints
 FID_WEIGHTS_NAME = pt_inception-2015-12-05-6726825d.pth
 
-.PHONY: venv run test sync weights readme bench clean-outputs
+.PHONY: venv run test sync weights readme bench report package clean-outputs
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,19 @@ readme:
 # Benchmark (not a test): FID path vs pytorch-fid, step times, wall times. See bench/README.md.
 bench: venv weights
 	$(PY) bench/bench.py
+
+# The Persian report: numbers and tables from results/*.json (report/generate.py), then XeLaTeX.
+# Needs texlive-xetex texlive-lang-arabic texlive-fonts-recommended latexmk (see report/README.md).
+report:
+	$(PYTHON) report/generate.py
+	cd report && latexmk -xelatex -interaction=nonstopmode -halt-on-error -outdir=build report.tex >build.log 2>&1 \
+	  || { tail -40 build.log; echo "report build failed: see report/build.log and report/build/report.log"; exit 1; }
+	cp report/build/report.pdf report/report.pdf
+	@echo "wrote report/report.pdf"
+
+# The submission zip (name from report/config.toml, or NAME=HW6_Lastname_Number_Lastname_Number).
+package:
+	$(PYTHON) scripts/package.py $(if $(NAME),--name $(NAME))
 
 # pytest exits 5 when it collects no test: say so rather than fail.
 test: venv

@@ -1,0 +1,294 @@
+"""Write the report's numbers and tables from results/*.json and report/config.toml.
+
+Usage: python3 report/generate.py [--results DIR] [--out DIR]
+Writes into report/generated/:
+  values.tex   one \\rv{key} value per result the report quotes (e.g. \\rv{q1.vae.fid}), the
+               \\ifstandin / \\ifmnistofficial / \\ifssganreduced switches, the title page fields;
+  q1_table.tex, q2_table.tex, search_table.tex   the comparison and search tables.
+No number in the report is typed by hand: report.tex only refers to these keys, an unknown key
+stops the LaTeX build, and a result missing from the JSON stops this script with its name.
+Standard library only, so it runs without the project's virtual environment.
+"""
+import argparse
+import json
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RERUN = {"q1": "notebooks/01_controlvae_dsprites.ipynb", "q2": "notebooks/02_gans_mnist.ipynb"}
+Q1_MODELS = {"vae": "vae", "kl8": "controlvae_kl8", "kl14": "controlvae_kl14"}
+Q2_MODELS = ("gan", "wgan", "ssgan")
+MODEL_FA = {"vae": r"\lr{VAE}", "kl8": r"\lr{ControlVAE, $KL^*=8$}", "kl14": r"\lr{ControlVAE, $KL^*=14$}", "gan": r"\lr{GAN}", "wgan": r"\lr{WGAN}",
+            "ssgan": r"\lr{SSGAN}"}
+
+
+class MissingResult(Exception):
+    pass
+
+
+class OutdatedAnalysis(MissingResult):
+    """The results no longer support a sentence of report.tex's analysis."""
+
+
+def load_results(results_dir):
+    results = {}
+    for key, notebook in RERUN.items():
+        path = results_dir / f"{key}.json"
+        if not path.is_file():
+            raise MissingResult(f"{path} is missing: run {notebook} (or `make run`) to produce it")
+        results[key] = json.loads(path.read_text())
+    return results
+
+
+def get(results, dotted):
+    """results['q1']['models']['vae']['fid'] from 'q1.models.vae.fid', or a clear error."""
+    node = results
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            q = dotted.split(".")[0]
+            raise MissingResult(f"results/{q}.json has no '{dotted.partition('.')[2]}': "
+                                f"rerun {RERUN.get(q, 'the notebook')} so that it records it")
+        node = node[part]
+    return node
+
+
+def fixed(x, digits=2):
+    return f"{x:.{digits}f}"
+
+
+def count(n):
+    return f"{int(n):,}".replace(",", "{,}")
+
+
+def minutes(seconds):
+    return f"{seconds / 60:.1f}"
+
+
+def sci(x):
+    """1e-3 -> 10^{-3}, 5e-5 -> 5\\times 10^{-5}, 2e-4 -> 2\\times 10^{-4} (math mode)."""
+    mantissa, exponent = f"{x:.0e}".split("e")
+    power = f"10^{{{int(exponent)}}}"
+    return power if mantissa == "1" else rf"{mantissa}\times {power}"
+
+
+def betas(pair):
+    return f"({pair[0]:g},\\,{pair[1]:g})"
+
+
+def run_values(r, q):
+    """What both questions record about their run: profile, device, seeds, FID sample counts, wall time."""
+    return {f"{q}.profile": get(r, f"{q}.run.profile"), f"{q}.device": get(r, f"{q}.run.device"),
+            f"{q}.threads": str(get(r, f"{q}.run.torch_threads")), f"{q}.wall": minutes(get(r, f"{q}.run.wall_seconds")),
+            f"{q}.seed": str(get(r, f"{q}.run.seed")), f"{q}.subsetseed": str(get(r, f"{q}.run.fid_subset_seed")),
+            f"{q}.fidreal": count(get(r, f"{q}.fid.num_real")), f"{q}.fidgen": count(get(r, f"{q}.fid.num_gen"))}
+
+
+def q1_values(r):
+    v = {
+        **run_values(r, "q1"),
+        "q1.batch": str(get(r, "q1.run.batch_size")), "q1.lr": sci(get(r, "q1.run.learning_rate")),
+        "q1.iterations": count(get(r, "q1.run.iterations")), "q1.nimages": count(get(r, "q1.data.n_images")),
+        "q1.meanpixel": fixed(get(r, "q1.data.mean_pixel"), 4),
+        "q1.kp": f"{get(r, 'q1.controller.kp'):g}", "q1.ki": f"{get(r, 'q1.controller.ki'):g}",
+        "q1.betamin": f"{get(r, 'q1.controller.beta_min'):g}", "q1.betamax": f"{get(r, 'q1.controller.beta_max'):g}",
+        "q1.ramp": count(get(r, "q1.controller.ramp_iters")),
+    }
+    if get(r, "q1.data.standin"):
+        check = get(r, "q1.data.standin_check")
+        v.update({"q1.standin.nreal": count(check["n_real_samples"]),
+                  "q1.standin.iou": fixed(check["heldout_mean_iou"], 3),
+                  "q1.standin.iou.min": fixed(check["heldout_min_iou"], 3),
+                  "q1.standin.exact": fixed(100 * check["heldout_pixel_exact_share"], 1)})
+    for short, name in Q1_MODELS.items():
+        m = f"q1.models.{name}"
+        v.update({f"q1.{short}.fid": fixed(get(r, m + ".fid")), f"q1.{short}.kl": fixed(get(r, m + ".final_kl")),
+                  f"q1.{short}.recon": fixed(get(r, m + ".final_recon")),
+                  f"q1.{short}.total": fixed(get(r, m + ".final_total")),
+                  f"q1.{short}.beta": fixed(get(r, m + ".final_beta")),
+                  f"q1.{short}.active": str(get(r, m + ".active_latents")),
+                  f"q1.{short}.epochs": fixed(get(r, m + ".epochs"), 1),
+                  f"q1.{short}.train": minutes(get(r, m + ".train_seconds"))})
+        if short != "vae":
+            v[f"q1.{short}.klerror"] = fixed(abs(get(r, m + ".kl_error")), 2)
+    return v
+
+
+def q2_values(r):
+    v = {
+        **run_values(r, "q2"),
+        "q2.ntrain": count(get(r, "q2.data.n_train")),
+        "q2.cheapfd.n": count(get(r, "q2.run.cheap_fd_n")), "q2.cheapfd.every": count(get(r, "q2.run.cheap_fd_every")),
+        "q2.classifier.acc": fixed(100 * get(r, "q2.classifier.test_accuracy"), 2),
+        "q2.classifier.steps": count(get(r, "q2.classifier.steps")),
+        "q2.search.iterations": count(get(r, "q2.search.iterations")),
+        "q2.search.n": str(len(get(r, "q2.search.rows"))),
+        "q2.gan.lr": sci(get(r, "q2.settings.gan.lr")), "q2.gan.betas": betas(get(r, "q2.settings.gan.betas")),
+        "q2.gan.dsteps": str(get(r, "q2.settings.gan.d_steps")), "q2.gan.batch": str(get(r, "q2.settings.gan.batch_size")),
+        "q2.wgan.lr": sci(get(r, "q2.settings.wgan.lr")), "q2.wgan.clip": f"{get(r, 'q2.settings.wgan.clip'):g}",
+        "q2.wgan.ncritic": str(get(r, "q2.settings.wgan.n_critic")),
+        "q2.ssgan.lr": sci(get(r, "q2.settings.ssgan.lr")), "q2.ssgan.betas": betas(get(r, "q2.settings.ssgan.betas")),
+        "q2.ssgan.alpha": f"{get(r, 'q2.settings.ssgan.alpha'):g}", "q2.ssgan.beta": f"{get(r, 'q2.settings.ssgan.beta'):g}",
+        "q2.ssgan.widthg": str(get(r, "q2.models.ssgan.widths.g")),
+        "q2.ssgan.widthd": str(get(r, "q2.models.ssgan.widths.d")),
+    }
+    for name in Q2_MODELS:
+        m = f"q2.models.{name}"
+        tracked = get(r, m + ".tracked")
+        best_it, best_fd = min(tracked, key=lambda t: t[1]) if tracked else (0, float("nan"))
+        v.update({f"q2.{name}.fid": fixed(get(r, m + ".fid")), f"q2.{name}.iterations": count(get(r, m + ".iterations")),
+                  f"q2.{name}.epochs": fixed(get(r, m + ".epochs"), 1), f"q2.{name}.train": minutes(get(r, m + ".train_seconds")),
+                  f"q2.{name}.sperit": fixed(get(r, m + ".seconds_per_iteration"), 3),
+                  f"q2.{name}.paramsg": count(get(r, m + ".params_g")), f"q2.{name}.paramsd": count(get(r, m + ".params_d")),
+                  f"q2.{name}.cheapfd": fixed(get(r, m + ".final_cheap_fd"), 1),
+                  f"q2.{name}.cheapfd.first": fixed(tracked[0][1], 1) if tracked else "-",
+                  f"q2.{name}.cheapfd.best": fixed(best_fd, 1), f"q2.{name}.cheapfd.bestit": count(best_it)})
+    return v
+
+
+def q1_table(r):
+    rows = []
+    for short, name in Q1_MODELS.items():
+        m = get(r, f"q1.models.{name}")
+        set_point = "-" if m["set_point"] is None else f"${m['set_point']:g}$"
+        rows.append(f"{MODEL_FA[short]} & {set_point} & ${m['final_kl']:.2f}$ & ${m['final_recon']:.2f}$ & "
+                    f"${m['final_beta']:.2f}$ & ${m['active_latents']}$ & ${m['fid']:.2f}$ \\\\")
+    return "\n".join(rows) + "\n"
+
+
+def q2_table(r):
+    rows = []
+    for name in Q2_MODELS:
+        m = get(r, f"q2.models.{name}")
+        rows.append(f"{MODEL_FA[name]} & ${m['fid']:.2f}$ & ${count(m['iterations'])}$ & ${m['d_steps']}$ & "
+                    f"${m['epochs']:.1f}$ & ${m['train_seconds'] / 60:.1f}$ & ${count(m['params_g'])}$ & "
+                    f"${count(m['params_d'])}$ \\\\")
+    return "\n".join(rows) + "\n"
+
+
+def search_table(r):
+    rows = []
+    chosen = get(r, "q2.search.chosen")
+    for rank, row in enumerate(get(r, "q2.search.rows"), 1):
+        mark = r" $\leftarrow$" if all(row[k] == chosen[k] for k in ("lr", "betas", "d_steps", "batch_size")) else ""
+        rows.append(f"${rank}$ & ${sci(row['lr'])}$ & ${betas(row['betas'])}$ & ${row['d_steps']}$ & "
+                    f"${row['batch_size']}$ & ${row['cheap_fd']:.1f}$ & ${row['seconds']:.0f}$ & {mark} \\\\")
+    return "\n".join(rows) + "\n"
+
+
+def decreasing(tracked):
+    values = [v for _, v in tracked]
+    return len(values) >= 2 and all(b < a for a, b in zip(values, values[1:]))
+
+
+def analysis_claims(r):
+    """Each qualitative statement of report.tex's analysis, as a test on the results: a rerun that
+    changes one of them stops the build, so the text is revised rather than left wrong."""
+    q1 = {short: get(r, f"q1.models.{name}") for short, name in Q1_MODELS.items()}
+    q2 = {name: get(r, f"q2.models.{name}") for name in Q2_MODELS}
+    rows, chosen = get(r, "q2.search.rows"), get(r, "q2.search.chosen")
+    lrs = sorted({row["lr"] for row in rows})
+
+    def search_score(**setting):
+        return next(row["cheap_fd"] for row in rows if all(row[k] == v for k, v in setting.items()))
+
+    gan_best_it, gan_best = min(q2["gan"]["tracked"], key=lambda t: t[1])
+    return {
+        "1-4: the VAE's own KL lies above both set points (so the controller raises beta above 1)":
+            q1["vae"]["final_kl"] > max(q1["kl8"]["set_point"], q1["kl14"]["set_point"]) and
+            min(q1["kl8"]["final_beta"], q1["kl14"]["final_beta"]) > 1,
+        "1-4: both ControlVAEs end within 0.5 nats of their set point": all(
+            abs(q1[k]["kl_error"]) < 0.5 for k in ("kl8", "kl14")),
+        "1-4: beta settles far below beta_max": max(q1["kl8"]["final_beta"], q1["kl14"]["final_beta"]) <
+            0.5 * get(r, "q1.controller.beta_max"),
+        "1-4: reconstruction worsens as KL falls (kl8 > kl14 > vae)":
+            q1["kl8"]["final_recon"] > q1["kl14"]["final_recon"] > q1["vae"]["final_recon"],
+        "1-4: set point 8 has the worst FID; set point 14 is within 5% of the VAE":
+            q1["kl8"]["fid"] > max(q1["kl14"]["fid"], q1["vae"]["fid"]) and
+            abs(q1["kl14"]["fid"] - q1["vae"]["fid"]) < 0.05 * q1["vae"]["fid"],
+        "1-4: fewer active latents at lower KL (kl8 < kl14 < vae)":
+            q1["kl8"]["active_latents"] < q1["kl14"]["active_latents"] < q1["vae"]["active_latents"],
+        "2-1: every setting at the larger learning rate beats every setting at the smaller one":
+            len(lrs) == 2 and max(row["cheap_fd"] for row in rows if row["lr"] == lrs[1]) <
+            min(row["cheap_fd"] for row in rows if row["lr"] == lrs[0]),
+        "2-1: at the chosen rate, betas (0, 0.9) beat (0.5, 0.999) and 1 D step beats 2":
+            chosen["lr"] == lrs[-1] and list(chosen["betas"]) == [0.0, 0.9] and chosen["d_steps"] == 1 and
+            search_score(lr=lrs[-1], betas=[0.0, 0.9], d_steps=1) < search_score(lr=lrs[-1], betas=[0.5, 0.999], d_steps=1) and
+            search_score(lr=lrs[-1], betas=[0.0, 0.9], d_steps=1) < search_score(lr=lrs[-1], betas=[0.0, 0.9], d_steps=2),
+        "2-1: the GAN's classifier FD bottoms out in the first half, then at least doubles by the end":
+            gan_best_it <= q2["gan"]["iterations"] / 2 and q2["gan"]["final_cheap_fd"] > 2 * gan_best,
+        "2-2/2-3: WGAN's and SSGAN's classifier FD fall at every checkpoint":
+            decreasing(q2["wgan"]["tracked"]) and decreasing(q2["ssgan"]["tracked"]),
+        "comparison: FID ranks GAN < SSGAN < WGAN": q2["gan"]["fid"] < q2["ssgan"]["fid"] < q2["wgan"]["fid"],
+        "comparison: an SSGAN and a WGAN iteration each cost more than a GAN iteration":
+            q2["ssgan"]["seconds_per_iteration"] > q2["gan"]["seconds_per_iteration"] and
+            q2["wgan"]["seconds_per_iteration"] > q2["gan"]["seconds_per_iteration"],
+    }
+
+
+def check_analysis(r):
+    broken = [claim for claim, holds in analysis_claims(r).items() if not holds]
+    if broken:
+        raise OutdatedAnalysis("the results no longer support these statements of report.tex's analysis; "
+                               "revise the paragraphs (and analysis_claims) before building:\n  - " + "\n  - ".join(broken))
+
+
+LATEX_SPECIAL = re.compile(r"([\\{}$&#%_^~])")
+
+
+def tex_escape(text):
+    return LATEX_SPECIAL.sub(r"\\\1", str(text))
+
+
+def title_values(config):
+    students = config.get("students", [])
+    if not 1 <= len(students) <= 2:
+        raise MissingResult("report/config.toml must list one or two [[students]] (the assignment allows groups of two)")
+    v = {f"title.{k}": tex_escape(config[k]) for k in ("university_fa", "faculty_fa", "course_fa", "title_fa", "date_fa")}
+    v["title.homework"] = str(config["homework"])
+    lines = [rf"{tex_escape(s['name_fa'])} \quad \lr{{{tex_escape(s['number'])}}}" for s in students]
+    v["title.students"] = r" \\[2mm] ".join(lines)
+    return v
+
+
+def values_tex(values, switches):
+    out = ["% Generated by report/generate.py from results/*.json and report/config.toml. Do not edit."]
+    for name, on in switches.items():
+        out.append(rf"\newif\if{name} \{name}{'true' if on else 'false'}")
+    for key, value in sorted(values.items()):
+        out.append(rf"\expandafter\def\csname rv@{key}\endcsname{{{value}}}")
+    return "\n".join(out) + "\n"
+
+
+def generate(results_dir, out_dir, config_path):
+    r = load_results(results_dir)
+    config = tomllib.loads(Path(config_path).read_text())
+    values = {**q1_values(r), **q2_values(r)}  # first: a missing result is named here
+    check_analysis(r)
+    titles = title_values(config)
+    switches = {"standin": bool(get(r, "q1.data.standin")), "mnistofficial": bool(get(r, "q2.data.official_size")),
+                "ssganreduced": bool(get(r, "q2.models.ssgan.widths.reduced"))}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "values.tex").write_text(values_tex({**values, **titles}, switches))
+    (out_dir / "q1_table.tex").write_text(q1_table(r))
+    (out_dir / "q2_table.tex").write_text(q2_table(r))
+    (out_dir / "search_table.tex").write_text(search_table(r))
+    return {**values, **titles}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=ROOT / "results")
+    parser.add_argument("--out", type=Path, default=ROOT / "report" / "generated")
+    parser.add_argument("--config", type=Path, default=ROOT / "report" / "config.toml")
+    args = parser.parse_args(argv)
+    try:
+        values = generate(args.results, args.out, args.config)
+    except MissingResult as err:
+        sys.exit(f"report/generate.py: {err}")
+    print(f"wrote {len(values)} values and 3 tables into {args.out}")
+
+
+if __name__ == "__main__":
+    main()
