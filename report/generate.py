@@ -90,7 +90,6 @@ def q1_values(r):
         **run_values(r, "q1"),
         "q1.batch": str(get(r, "q1.run.batch_size")), "q1.lr": sci(get(r, "q1.run.learning_rate")),
         "q1.iterations": count(get(r, "q1.run.iterations")), "q1.nimages": count(get(r, "q1.data.n_images")),
-        "q1.meanpixel": fixed(get(r, "q1.data.mean_pixel"), 4),
         "q1.kp": f"{get(r, 'q1.controller.kp'):g}", "q1.ki": f"{get(r, 'q1.controller.ki'):g}",
         "q1.betamin": f"{get(r, 'q1.controller.beta_min'):g}", "q1.betamax": f"{get(r, 'q1.controller.beta_max'):g}",
         "q1.ramp": count(get(r, "q1.controller.ramp_iters")),
@@ -121,7 +120,6 @@ def q2_values(r):
         "q2.ntrain": count(get(r, "q2.data.n_train")),
         "q2.cheapfd.n": count(get(r, "q2.run.cheap_fd_n")), "q2.cheapfd.every": count(get(r, "q2.run.cheap_fd_every")),
         "q2.classifier.acc": fixed(100 * get(r, "q2.classifier.test_accuracy"), 2),
-        "q2.classifier.steps": count(get(r, "q2.classifier.steps")),
         "q2.search.iterations": count(get(r, "q2.search.iterations")),
         "q2.search.n": str(len(get(r, "q2.search.rows"))),
         "q2.gan.lr": sci(get(r, "q2.settings.gan.lr")), "q2.gan.betas": betas(get(r, "q2.settings.gan.betas")),
@@ -246,7 +244,6 @@ def title_values(config):
     if not 1 <= len(students) <= 2:
         raise MissingResult("report/config.toml must list one or two [[students]] (the assignment allows groups of two)")
     v = {f"title.{k}": tex_escape(config[k]) for k in ("university_fa", "faculty_fa", "course_fa", "title_fa", "date_fa")}
-    v["title.homework"] = str(config["homework"])
     lines = [rf"{tex_escape(s['name_fa'])} \quad \lr{{{tex_escape(s['number'])}}}" for s in students]
     v["title.students"] = r" \\[2mm] ".join(lines)
     return v
