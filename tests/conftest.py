@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ROOT / "notebooks"
+# HW6_NOTEBOOKS points the tests at other copies of the notebooks (scripts/mutate.py uses it)
+NOTEBOOKS = Path(os.environ.get("HW6_NOTEBOOKS") or ROOT / "notebooks")
 Q1 = NOTEBOOKS / "01_controlvae_dsprites.ipynb"
 Q2 = NOTEBOOKS / "02_gans_mnist.ipynb"
 KERNEL = os.environ.get("HW6_KERNEL", "hw6")
@@ -58,18 +59,23 @@ def q1():
 
 
 def fake_dsprites_subset(seed=0, n=18432):
-    """A binary (n, 64, 64) array of random rectangles: the course file's format, not its content."""
-    rng = np.random.default_rng(seed)
-    imgs = np.zeros((n, 64, 64), dtype=np.uint8)
-    top, left = rng.integers(8, 40, n), rng.integers(8, 40, n)
-    size = rng.integers(5, 16, n)
-    rows = np.arange(64)[None, :, None]
-    cols = np.arange(64)[None, None, :]
-    for start in range(0, n, 2048):
+    """A binary (n, 64, 64) array in the course file's format and index order (shape*6144 +
+    scale*1024 + posX*32 + posY): a square, a disc or a diamond whose size grows with the scale
+    class, centred where dSprites puts posX (column) and posY (row). Not dSprites' content.
+    `seed` jitters the sizes so that two calls can differ."""
+    grid = np.stack(np.meshgrid(np.arange(3), np.arange(6), np.arange(32), np.arange(32), indexing="ij"), -1)
+    grid = grid.reshape(-1, 4)[:n]
+    radius = 2.5 + 0.8 * grid[:, 1] + np.random.default_rng(seed).uniform(0, 0.3, len(grid))
+    cx, cy = 15.5 + 32 * grid[:, 2] / 31, 15.5 + 32 * grid[:, 3] / 31
+    imgs = np.zeros((len(grid), 64, 64), dtype=np.uint8)
+    rows, cols = np.arange(64)[None, :, None], np.arange(64)[None, None, :]
+    for start in range(0, len(grid), 2048):
         s = slice(start, start + 2048)
-        inside_r = (rows >= top[s, None, None]) & (rows < (top + size)[s, None, None])
-        inside_c = (cols >= left[s, None, None]) & (cols < (left + size)[s, None, None])
-        imgs[s] = inside_r & inside_c
+        dy, dx = np.abs(rows - cy[s, None, None]), np.abs(cols - cx[s, None, None])
+        r, shape = radius[s, None, None], grid[s, 0, None, None]
+        inside = np.where(shape == 0, np.maximum(dx, dy) <= r,
+                          np.where(shape == 1, dx ** 2 + dy ** 2 <= (1.2 * r) ** 2, dx + dy <= 1.4 * r))
+        imgs[s] = inside
     return imgs
 
 
