@@ -9,7 +9,7 @@ NOTEBOOKS = notebooks/01_controlvae_dsprites.ipynb notebooks/02_gans_mnist.ipynb
 TORCH_HUB_CHECKPOINTS = $(or $(TORCH_HOME),$(HOME)/.cache/torch)/hub/checkpoints
 FID_WEIGHTS_NAME = pt_inception-2015-12-05-6726825d.pth
 
-.PHONY: venv run test sync weights readme bench report package clean-outputs
+.PHONY: venv run test sync weights readme bench report package clean-outputs mutate
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ readme:
 # Benchmark (not a test): FID path vs pytorch-fid, step times, wall times. See bench/README.md.
 bench: venv weights
 	$(PY) bench/bench.py
+
+# Mutation check of the tests (not in CI, ~30 min): which single wrong changes do the tests catch?
+mutate: venv
+	$(PY) scripts/mutate.py
 
 # The Persian report: numbers and tables from results/*.json (report/generate.py), then XeLaTeX.
 # Needs texlive-xetex texlive-lang-arabic texlive-fonts-recommended latexmk (see report/README.md).

@@ -3,8 +3,13 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import Q1, fake_dsprites_subset, run_notebook
+
+
+def image_outputs(nb):
+    return sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
 
 
 def outputs_text(nb):
@@ -21,13 +26,24 @@ def test_q1_notebook_runs_end_to_end_on_a_course_file(tmp_path):
     assert results["run"]["profile"] == "smoke"
     assert results["data"]["source"] == "course file" and results["data"]["standin"] is False
     assert set(results["models"]) == {"vae", "controlvae_kl8", "controlvae_kl14"}
-    for model in results["models"].values():
-        assert model["iterations"] == 12 and np.isfinite(model["fid"]) and model["fid"] > 0
+    for name, model in results["models"].items():
+        assert model["iterations"] == 12 and model["stop_reason"] in ("iteration cap", "converged")
+        assert np.isfinite(model["fid"]) and model["fid"] > 0 and np.isfinite(model["fid_binary"])
+        assert 0 <= model["blank_share"] <= 1 and 0 <= model["mig"] <= 1
+        assert set(model["mig_factors"]) == {"shape", "scale", "posX", "posY"}
+    # each ControlVAE ran with its own set point
+    assert results["models"]["controlvae_kl8"]["set_point"] == 8.0
+    assert results["models"]["controlvae_kl14"]["set_point"] == 14.0
+    assert results["controller"] == dict(results["controller"], kp=0.01, ki=0.001, beta_min=1.0)
+    assert results["fid"]["num_real"] == results["fid"]["num_gen"] == 16 and np.isfinite(results["fid_floor"])
+    written = sorted(p.stem for p in (tmp_path / "figures").glob("q1_*.png"))
     for name in ("q1_data", "q1_vae_losses", "q1_vae_samples", "q1_controlvae_kl", "q1_controlvae_recon",
                  "q1_controlvae_beta", "q1_controlvae_kl8_samples", "q1_controlvae_kl14_samples",
-                 "q1_vae_traversal"):
-        assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
-    assert len(list((tmp_path / "samples" / "q1_vae").glob("*.png"))) == 16
+                 "q1_vae_traversal", "q1_kl_per_latent"):
+        assert name in written and (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
+    assert image_outputs(nb) >= len(written), "every saved figure must also be shown in the notebook"
+    samples = sorted((tmp_path / "samples" / "q1_vae").glob("*.png"))
+    assert len(samples) == 16 and Image.open(samples[0]).size == (64, 64)
     assert '"profile": "smoke"' in outputs_text(nb)
     assert "STAND-IN" not in outputs_text(nb)
 
@@ -40,15 +56,23 @@ def test_q2_notebook_runs_end_to_end_on_a_tiny_mnist(tmp_path):
                       OUTPUT_DIR=str(tmp_path), ALLOW_DOWNLOAD=False)
     results = json.loads((tmp_path / "results" / "q2.json").read_text())
     assert results["run"]["profile"] == "smoke" and results["data"]["n_train"] == 512
-    assert len(results["search"]["rows"]) == 8
-    assert results["search"]["chosen"]["lr"] == results["search"]["rows"][0]["lr"]
+    rows = results["search"]["rows"]
+    assert len(rows) == 8 and results["search"]["rungs"] == [2, 4, 6]
+    assert {k: rows[0][k] for k in ("lr", "d_steps")} == {k: results["search"]["chosen"][k] for k in ("lr", "d_steps")}
+    assert [r["iterations"] for r in rows] == [6, 6, 4, 4, 2, 2, 2, 2]  # successive halving, ranked best first
+    assert results["settings"]["wgan"]["n_critic"] == 5 and results["settings"]["ssgan"]["alpha"] == 0.2
+    assert np.isfinite(results["fid_floor"]) and results["fid"]["num_gen"] == results["fid"]["num_real"] == 16
     for name in ("gan", "wgan", "ssgan"):
         model = results["models"][name]
         assert np.isfinite(model["fid"]) and model["fid"] > 0 and model["params_g"] > 0
+        assert len(model["class_share"]) == 10 and abs(sum(model["class_share"]) - 1) < 1e-9
+        assert model["image_size"] == [28, 28] and model["stop_reason"] == "iteration cap"
         for figure in ("losses", "stages"):
             assert (tmp_path / "figures" / f"q2_{name}_{figure}.png").stat().st_size > 1000
         assert len(list((tmp_path / "samples" / f"q2_{name}").glob("*.png"))) == 16
     assert results["models"]["ssgan"]["widths"]["reduced"] is True
-    assert (tmp_path / "figures" / "q2_quality_over_training.png").is_file()
+    written = list((tmp_path / "figures").glob("q2_*.png"))
+    assert {"q2_quality_over_training.png", "q2_class_shares.png", "q2_search.png"} <= {p.name for p in written}
+    assert image_outputs(nb) >= len(written), "every saved figure must also be shown in the notebook"
     text = outputs_text(nb)
     assert "not the official 60,000" in text and "REDUCED WIDTH" in text

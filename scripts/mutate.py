@@ -1,0 +1,126 @@
+"""Mutation check of the test suite (not run in CI): does a single wrong change to a notebook's code
+make the tests fail?
+
+Usage: .venv/bin/python scripts/mutate.py [--only SUBSTRING] [--timeout SECONDS]
+For each mutation below it copies both notebooks into a temporary folder, applies one wrong change
+to the one code cell that contains the original text, points the tests at the copy
+(HW6_NOTEBOOKS) and runs the unit and training tests of that notebook (the smoke runs are left out:
+they take minutes). It prints each mutation as CAUGHT or MISSED and the score.
+"""
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+Q1, Q2 = "01_controlvae_dsprites.ipynb", "02_gans_mnist.ipynb"
+TESTS = {Q1: ["tests/test_q1_units.py", "tests/test_q1_training.py"],
+         Q2: ["tests/test_q2_units.py", "tests/test_q2_training.py"]}
+
+# (notebook, what it breaks, original text, wrong text)
+MUTATIONS = [
+    (Q1, "loss ignores beta", "loss = recon + beta * kl", "loss = recon + kl"),
+    (Q1, "controller fed the reconstruction", "beta = controller.step(kl.item())", "beta = controller.step(recon.item())"),
+    (Q1, "std = exp(logvar)", "torch.exp(0.5 * logvar)", "torch.exp(logvar)"),
+    (Q1, "mean head used as logvar", "return self.mean(h), self.logvar(h)", "return self.mean(h), self.mean(h)"),
+    (Q1, "ramp ignored", "error = self.target() - float(kl)", "error = self.set_point - float(kl)"),
+    (Q1, "no lower anti-windup clamp", "min(max(integral, -p_term), self.beta_max", "min(max(integral, -1e9), self.beta_max"),
+    (Q1, "Kp not the paper's", "KP = 0.01", "KP = 0.1"),
+    (Q1, "reconstruction averaged over pixels", 'reduction="sum") / x.shape[0]', 'reduction="mean")'),
+    (Q1, "KL summed over the batch", "logvar.exp())).mean(dim=0)", "logvar.exp())).sum(dim=0)"),
+    (Q1, "P term sign", "(1.0 - math.tanh(error / 2.0))", "(1.0 + math.tanh(error / 2.0))"),
+    (Q1, "plateau as a difference", "values[-n:].mean() / values[-2 * n:-n].mean() - 1.0",
+     "values[-n:].mean() - values[-2 * n:-n].mean()"),
+    (Q1, "blank threshold ignores the fraction", "< fraction * data_mean_pixel", "< data_mean_pixel"),
+    (Q1, "binarise at >=", "(probabilities > threshold)", "(probabilities >= threshold)"),
+    (Q1, "stale statistics kept", '(folder / "fid_stats.npz").unlink(missing_ok=True)\n        write_pngs(images[indices] * 255',
+     'pass\n        write_pngs(images[indices] * 255'),
+    (Q1, "floor subset not disjoint", "allowed = np.setdiff1d(np.arange(n_items), np.asarray(exclude, dtype=int))",
+     "allowed = np.arange(n_items)"),
+    (Q1, "MIG without the gap", "gaps = top[0] - top[1]", "gaps = top[0]"),
+    (Q1, "MIG not normalised by entropy",
+     "normalised = mi / np.array([entropy(factors[:, k]) for k in range(factors.shape[1])])", "normalised = mi"),
+    (Q1, "posX/posY swapped in the order check", "posX=np.corrcoef(centre_x, factors[:, 2])", "posX=np.corrcoef(centre_x, factors[:, 3])"),
+    (Q1, "no NaN guard", "    if not torch.isfinite(loss):\n        raise NonFiniteLoss(f\"loss is",
+     "    if False:\n        raise NonFiniteLoss(f\"loss is"),
+    (Q1, "convergence ignores beta", "drifts = (window_drift(history[\"recon\"]), window_drift(history[\"beta\"]))",
+     "drifts = (window_drift(history[\"recon\"]), 0.0)"),
+    (Q2, "one critic step instead of n_critic", "        for _ in range(d_steps):\n            d_loss, d_extra",
+     "        for _ in range(1):\n            d_loss, d_extra"),
+    (Q2, "Adam for WGAN", "make_opt = lambda params: torch.optim.RMSprop(params, lr=config[\"lr\"])",
+     "make_opt = lambda params: torch.optim.Adam(params, lr=config[\"lr\"])"),
+    (Q2, "generator ends in sigmoid", "nn.Conv2d(8, 1, 3, padding=1), nn.Tanh())", "nn.Conv2d(8, 1, 3, padding=1), nn.Sigmoid())"),
+    (Q2, "D rotation weight not beta", '+ self.config["beta"] * rot_loss', "+ 0.5 * rot_loss"),
+    (Q2, "G rotation weight not alpha", '+ self.config["alpha"] * rot_loss', "+ rot_loss"),
+    (Q2, "alpha not the paper's", '"alpha": 0.2', '"alpha": 0.5'),
+    (Q2, "GAN logits from rotated images", "d_loss_gan(gan_logits[:b], gan_logits[b + 3 * q:])",
+     "d_loss_gan(gan_logits[3 * q:3 * q + b], gan_logits[b + 3 * q:])"),
+    (Q2, "mean pooling", "h = self.blocks(x).sum(dim=(2, 3))", "h = self.blocks(x).mean(dim=(2, 3))"),
+    (Q2, "rotation labels interleaved", "labels = torch.arange(4, device=x.device).repeat_interleave(q)",
+     "labels = torch.arange(4, device=x.device).repeat(q)"),
+    (Q2, "asymmetric clipping", "p.clamp_(-c, c)", "p.clamp_(-c, 2 * c)"),
+    (Q2, "search score ignores the trend", "return values[-1] + (values[-1] - min(values))", "return values[-1]"),
+    (Q2, "search rows ranked by score only", 'key=lambda c: (-c["rung"], c["score"])', 'key=lambda c: c["score"]'),
+    (Q2, "patience off by one", "if len(tracked) - 1 - best_at >= patience:", "if len(tracked) - best_at >= patience:"),
+    (Q2, "best generator never restored", 'if last_fd > 1.2 * best["cheap_fd"]:', "if False:"),
+    (Q2, "stale statistics kept", '(folder / "fid_stats.npz").unlink(missing_ok=True)', "pass"),
+    (Q2, "FID count guard off", "        if count < min_images:", "        if count < 2:"),
+    (Q2, "crop off centre", "return x[..., 2:30, 2:30]", "return x[..., 0:28, 0:28]"),
+    (Q2, "class shares not normalised", "minlength=10) / len(labels)", "minlength=10) / 10"),
+    (Q2, "D loss sign on real", "F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()",
+     "F.softplus(real_logits).mean() + F.softplus(fake_logits).mean()"),
+    (Q2, "resume replays too few batches", "for _ in range(step * d_steps):", "for _ in range(step):"),
+    (Q2, "no NaN guard", "        if not torch.isfinite(loss):\n            raise NonFiniteLoss",
+     "        if False:\n            raise NonFiniteLoss"),
+    (Q2, "critic update on the same batch", "d_loss, d_extra = self.d_update(real_images[next(stream)]",
+     "d_loss, d_extra = self.d_update(real_images[:self.config['batch_size']]"),
+]
+
+
+def mutate(notebook_path, original, wrong):
+    nb = nbformat.read(notebook_path, as_version=4)
+    hits = [c for c in nb.cells if c.cell_type == "code" and original in c.source]
+    if len(hits) != 1 or hits[0].source.count(original) != 1:
+        raise SystemExit(f"mutation text found {sum(c.source.count(original) for c in hits)} times in "
+                         f"{notebook_path.name}: {original!r}; update scripts/mutate.py")
+    hits[0].source = hits[0].source.replace(original, wrong)
+    nbformat.write(nb, notebook_path)
+
+
+def run_one(notebook, original, wrong, timeout):
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in (Q1, Q2):
+            shutil.copy(ROOT / "notebooks" / name, Path(tmp) / name)
+        mutate(Path(tmp) / notebook, original, wrong)
+        env = dict(os.environ, HW6_NOTEBOOKS=tmp)
+        try:
+            done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *TESTS[notebook]],
+                                  cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+            return done.returncode != 0
+        except subprocess.TimeoutExpired:
+            return True  # a hang is a failure the suite would report
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="", help="run the mutations whose description contains this")
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args()
+    chosen = [m for m in MUTATIONS if args.only in m[1]]
+    caught = 0
+    for notebook, what, original, wrong in chosen:
+        t0 = time.time()
+        hit = run_one(notebook, original, wrong, args.timeout)
+        caught += hit
+        print(f"{'CAUGHT' if hit else 'MISSED'}  {notebook[:2]}  {what}  ({time.time() - t0:.0f} s)", flush=True)
+    print(f"\n{caught} of {len(chosen)} mutations caught ({100 * caught / max(1, len(chosen)):.0f}%)")
+
+
+if __name__ == "__main__":
+    main()
