@@ -11,6 +11,7 @@ Standard library only, so it runs without the project's virtual environment.
 """
 import argparse
 import json
+import math
 import re
 import sys
 import tomllib
@@ -90,6 +91,7 @@ def q1_values(r):
         **run_values(r, "q1"),
         "q1.batch": str(get(r, "q1.run.batch_size")), "q1.lr": sci(get(r, "q1.run.learning_rate")),
         "q1.iterations": count(get(r, "q1.run.iterations")), "q1.nimages": count(get(r, "q1.data.n_images")),
+        "q1.ceiling": fixed(math.log(get(r, "q1.data.n_images")), 2),
         "q1.kp": f"{get(r, 'q1.controller.kp'):g}", "q1.ki": f"{get(r, 'q1.controller.ki'):g}",
         "q1.betamin": f"{get(r, 'q1.controller.beta_min'):g}", "q1.betamax": f"{get(r, 'q1.controller.beta_max'):g}",
         "q1.ramp": count(get(r, "q1.controller.ramp_iters")),
@@ -120,8 +122,15 @@ def q2_values(r):
         "q2.ntrain": count(get(r, "q2.data.n_train")),
         "q2.cheapfd.n": count(get(r, "q2.run.cheap_fd_n")), "q2.cheapfd.every": count(get(r, "q2.run.cheap_fd_every")),
         "q2.classifier.acc": fixed(100 * get(r, "q2.classifier.test_accuracy"), 2),
-        "q2.search.iterations": count(get(r, "q2.search.iterations")),
+        "q2.search.rungs": r",\ ".join(count(x) for x in get(r, "q2.search.rungs")),
+        "q2.search.last": count(get(r, "q2.search.rungs")[-1]), "q2.search.first": count(get(r, "q2.search.rungs")[0]),
         "q2.search.n": str(len(get(r, "q2.search.rows"))),
+        "q2.floor": fixed(get(r, "q2.fid_floor")), "q2.wgan.paperlr": sci(get(r, "q2.settings.wgan.paper_lr")),
+        "q2.patience": str(get(r, "q2.run.patience")),
+        "q2.train.sharemin": fixed(min(get(r, "q2.train_class_share")), 3),
+        "q2.train.sharemax": fixed(max(get(r, "q2.train_class_share")), 3),
+        "q2.search.top.final": fixed(get(r, "q2.search.rows")[0]["final_cheap_fd"], 1),
+        "q2.search.top.best": fixed(get(r, "q2.search.rows")[0]["best_cheap_fd"], 1),
         "q2.gan.lr": sci(get(r, "q2.settings.gan.lr")), "q2.gan.betas": betas(get(r, "q2.settings.gan.betas")),
         "q2.gan.dsteps": str(get(r, "q2.settings.gan.d_steps")), "q2.gan.batch": str(get(r, "q2.settings.gan.batch_size")),
         "q2.wgan.lr": sci(get(r, "q2.settings.wgan.lr")), "q2.wgan.clip": f"{get(r, 'q2.settings.wgan.clip'):g}",
@@ -141,7 +150,15 @@ def q2_values(r):
                   f"q2.{name}.paramsg": count(get(r, m + ".params_g")), f"q2.{name}.paramsd": count(get(r, m + ".params_d")),
                   f"q2.{name}.cheapfd": fixed(get(r, m + ".final_cheap_fd"), 1),
                   f"q2.{name}.cheapfd.first": fixed(tracked[0][1], 1) if tracked else "-",
-                  f"q2.{name}.cheapfd.best": fixed(best_fd, 1), f"q2.{name}.cheapfd.bestit": count(best_it)})
+                  f"q2.{name}.cheapfd.best": fixed(best_fd, 1), f"q2.{name}.cheapfd.bestit": count(best_it),
+                  f"q2.{name}.cheapfd.last": fixed(tracked[-1][1], 1) if tracked else "-",
+                  f"q2.{name}.stop": {"iteration cap": "سقف تکرار", "wall-clock cap": "سقف زمان"}.get(
+                      get(r, m + ".stop_reason"), "قاعده‌ی توقف"),
+                  f"q2.{name}.sharemin": fixed(min(get(r, m + ".class_share")), 3),
+                  f"q2.{name}.sharemax": fixed(max(get(r, m + ".class_share")), 3),
+                  f"q2.{name}.fidratio": fixed(get(r, m + ".fid") / get(r, "q2.fid_floor"), 1),
+                  f"q2.{name}.itercap": count(get(r, m + ".iteration_cap")),
+                  f"q2.{name}.wallcap": fixed(get(r, m + ".wall_minutes_cap"), 0)})
     return v
 
 
@@ -159,9 +176,9 @@ def q2_table(r):
     rows = []
     for name in Q2_MODELS:
         m = get(r, f"q2.models.{name}")
-        rows.append(f"{MODEL_FA[name]} & ${m['fid']:.2f}$ & ${count(m['iterations'])}$ & ${m['d_steps']}$ & "
-                    f"${m['epochs']:.1f}$ & ${m['train_seconds'] / 60:.1f}$ & ${count(m['params_g'])}$ & "
-                    f"${count(m['params_d'])}$ \\\\")
+        rows.append(f"{MODEL_FA[name]} & ${m['fid']:.2f}$ & ${min(m['class_share']):.3f}$--${max(m['class_share']):.3f}$ & "
+                    f"${count(m['iterations'])}$ & ${m['d_steps']}$ & ${m['epochs']:.1f}$ & ${m['train_seconds'] / 60:.1f}$ & "
+                    f"${count(m['params_g'])}$ & ${count(m['params_d'])}$ \\\\")
     return "\n".join(rows) + "\n"
 
 
@@ -171,7 +188,8 @@ def search_table(r):
     for rank, row in enumerate(get(r, "q2.search.rows"), 1):
         mark = r" $\leftarrow$" if all(row[k] == chosen[k] for k in ("lr", "betas", "d_steps", "batch_size")) else ""
         rows.append(f"${rank}$ & ${sci(row['lr'])}$ & ${betas(row['betas'])}$ & ${row['d_steps']}$ & "
-                    f"${row['batch_size']}$ & ${row['cheap_fd']:.1f}$ & ${row['seconds']:.0f}$ & {mark} \\\\")
+                    f"${count(row['iterations'])}$ & ${row['final_cheap_fd']:.1f}$ & ${row['best_cheap_fd']:.1f}$ & "
+                    f"${row['score']:.1f}$ & ${row['seconds']:.0f}$ & {mark} \\\\")
     return "\n".join(rows) + "\n"
 
 
@@ -185,21 +203,17 @@ def analysis_claims(r):
     changes one of them stops the build, so the text is revised rather than left wrong."""
     q1 = {short: get(r, f"q1.models.{name}") for short, name in Q1_MODELS.items()}
     q2 = {name: get(r, f"q2.models.{name}") for name in Q2_MODELS}
-    rows, chosen = get(r, "q2.search.rows"), get(r, "q2.search.chosen")
+    rows = get(r, "q2.search.rows")
     lrs = sorted({row["lr"] for row in rows})
-
-    def search_score(**setting):
-        return next(row["cheap_fd"] for row in rows if all(row[k] == v for k, v in setting.items()))
-
-    gan_best_it, gan_best = min(q2["gan"]["tracked"], key=lambda t: t[1])
+    rungs = get(r, "q2.search.rungs")
     return {
         "1-4: the VAE's own KL lies above both set points (so the controller raises beta above 1)":
             q1["vae"]["final_kl"] > max(q1["kl8"]["set_point"], q1["kl14"]["set_point"]) and
             min(q1["kl8"]["final_beta"], q1["kl14"]["final_beta"]) > 1,
-        "1-4: both ControlVAEs end within 0.5 nats of their set point": all(
-            abs(q1[k]["kl_error"]) < 0.5 for k in ("kl8", "kl14")),
         "1-4: beta settles far below beta_max": max(q1["kl8"]["final_beta"], q1["kl14"]["final_beta"]) <
             0.5 * get(r, "q1.controller.beta_max"),
+        "1-4: both ControlVAEs end within 0.5 nats of their set point": all(
+            abs(q1[k]["kl_error"]) < 0.5 for k in ("kl8", "kl14")),
         "1-4: reconstruction worsens as KL falls (kl8 > kl14 > vae)":
             q1["kl8"]["final_recon"] > q1["kl14"]["final_recon"] > q1["vae"]["final_recon"],
         "1-4: set point 8 has the worst FID; set point 14 is within 5% of the VAE":
@@ -207,21 +221,31 @@ def analysis_claims(r):
             abs(q1["kl14"]["fid"] - q1["vae"]["fid"]) < 0.05 * q1["vae"]["fid"],
         "1-4: fewer active latents at lower KL (kl8 < kl14 < vae)":
             q1["kl8"]["active_latents"] < q1["kl14"]["active_latents"] < q1["vae"]["active_latents"],
-        "2-1: every setting at the larger learning rate beats every setting at the smaller one":
-            len(lrs) == 2 and max(row["cheap_fd"] for row in rows if row["lr"] == lrs[1]) <
-            min(row["cheap_fd"] for row in rows if row["lr"] == lrs[0]),
-        "2-1: at the chosen rate, betas (0, 0.9) beat (0.5, 0.999) and 1 D step beats 2":
-            chosen["lr"] == lrs[-1] and list(chosen["betas"]) == [0.0, 0.9] and chosen["d_steps"] == 1 and
-            search_score(lr=lrs[-1], betas=[0.0, 0.9], d_steps=1) < search_score(lr=lrs[-1], betas=[0.5, 0.999], d_steps=1) and
-            search_score(lr=lrs[-1], betas=[0.0, 0.9], d_steps=1) < search_score(lr=lrs[-1], betas=[0.0, 0.9], d_steps=2),
-        "2-1: the GAN's classifier FD bottoms out in the first half, then at least doubles by the end":
-            gan_best_it <= q2["gan"]["iterations"] / 2 and q2["gan"]["final_cheap_fd"] > 2 * gan_best,
-        "2-2/2-3: WGAN's and SSGAN's classifier FD fall at every checkpoint":
-            decreasing(q2["wgan"]["tracked"]) and decreasing(q2["ssgan"]["tracked"]),
-        "comparison: FID ranks GAN < SSGAN < WGAN": q2["gan"]["fid"] < q2["ssgan"]["fid"] < q2["wgan"]["fid"],
-        "comparison: an SSGAN and a WGAN iteration each cost more than a GAN iteration":
+        "1-4: set point 14 lies above the information ceiling log N and 8 below it":
+            q1["kl8"]["set_point"] < math.log(get(r, "q1.data.n_images")) < q1["kl14"]["set_point"],
+        "2-1: at the first rung every setting at the larger learning rate outranks every one at the smaller":
+            len(lrs) == 2 and all(row["iterations"] == rungs[0] for row in rows if row["lr"] == lrs[0]) and
+            max(i for i, row in enumerate(rows) if row["lr"] == lrs[1]) < min(i for i, row in enumerate(rows) if row["lr"] == lrs[0]),
+        "2-1: the settings that reached the last rung use one D step": all(
+            row["d_steps"] == 1 for row in rows if row["iterations"] == rungs[-1]),
+        "2-1: the search's winner had already drifted above its best": rows[0]["final_cheap_fd"] > rows[0]["best_cheap_fd"],
+        "2-1: the GAN's classifier FD rose past 1.2x its best, so the best generator was restored":
+            q2["gan"]["restored_best"] is not None and q2["gan"]["last_cheap_fd"] > 1.2 * q2["gan"]["best_cheap_fd"],
+        "2-2: WGAN's FID is worse than the GAN's, and its classifier FD ended below where it started":
+            q2["wgan"]["fid"] > q2["gan"]["fid"] and q2["wgan"]["tracked"][-1][1] < q2["wgan"]["tracked"][0][1],
+        "2-2: WGAN's classifier FD was still falling at its last check":
+            q2["wgan"]["tracked"][-1][1] < q2["wgan"]["tracked"][-2][1],
+        "2-2: WGAN stopped at a cap, not by the patience rule": q2["wgan"]["stop_reason"] in ("iteration cap", "wall-clock cap"),
+        "comparison: WGAN has the highest FID": q2["wgan"]["fid"] > max(q2["gan"]["fid"], q2["ssgan"]["fid"]),
+        "comparison: no model reaches the floor (every FID > 2x the floor)": all(
+            q2[n]["fid"] > 2 * get(r, "q2.fid_floor") for n in Q2_MODELS),
+        "comparison: an SSGAN iteration costs more than a GAN iteration although SSGAN has fewer parameters":
             q2["ssgan"]["seconds_per_iteration"] > q2["gan"]["seconds_per_iteration"] and
-            q2["wgan"]["seconds_per_iteration"] > q2["gan"]["seconds_per_iteration"],
+            q2["ssgan"]["params_g"] + q2["ssgan"]["params_d"] < q2["gan"]["params_g"] + q2["gan"]["params_d"],
+        "2-1: the GAN's best generator is its first snapshot (iteration 1,000), so the early and final grids coincide":
+            q2["gan"]["best_iteration"] == 1000 == q2["gan"]["iteration_cap"] // 20,  # snapshots every cap/20
+        "2-1: the GAN's best generator came within two epochs":
+            q2["gan"]["best_iteration"] * q2["gan"]["batch_size"] / get(r, "q2.data.n_train") < 2,
     }
 
 
@@ -265,7 +289,12 @@ def generate(results_dir, out_dir, config_path):
     check_analysis(r)
     titles = title_values(config)
     switches = {"standin": bool(get(r, "q1.data.standin")), "mnistofficial": bool(get(r, "q2.data.official_size")),
-                "ssganreduced": bool(get(r, "q2.models.ssgan.widths.reduced"))}
+                "ssganreduced": bool(get(r, "q2.models.ssgan.widths.reduced")),
+                "ssganbeatsgan": get(r, "q2.models.ssgan.fid") < get(r, "q2.models.gan.fid"),
+                "ranksagree": sorted(Q2_MODELS, key=lambda n: get(r, f"q2.models.{n}.fid")) ==
+                              sorted(Q2_MODELS, key=lambda n: get(r, f"q2.models.{n}.final_cheap_fd")),
+                **{f"{name}shares": 0.05 <= min(get(r, f"q2.models.{name}.class_share")) and
+                   max(get(r, f"q2.models.{name}.class_share")) <= 0.15 for name in Q2_MODELS}}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "values.tex").write_text(values_tex({**values, **titles}, switches))
     (out_dir / "q1_table.tex").write_text(q1_table(r))

@@ -20,8 +20,10 @@ def q1_rows(r):
     data = "dSprites **offline stand-in**" if r["data"]["standin"] else r["data"]["source"]
     for name, m in r["models"].items():
         kl = f"{m['final_kl']:.2f}" + (f" (set point {m['set_point']:g})" if m["set_point"] is not None else "")
-        yield (f"Q1 {name}", r["run"]["profile"], data, f"{m['fid']:.2f}", kl, f"{m['iterations']:,}",
-               minutes(m["train_seconds"]))
+        more = (f"binary FID {m['fid_binary']:.2f}; blank {100 * m['blank_share']:.1f}%; MIG {m['mig']:.3f}"
+                if "fid_binary" in m else "-")
+        stop = f" ({m['stop_reason']})" if "stop_reason" in m else ""
+        yield (f"Q1 {name}", data, f"{m['fid']:.2f}", more, kl, f"{m['iterations']:,}{stop}", minutes(m["train_seconds"]))
 
 
 def q2_rows(r):
@@ -30,7 +32,8 @@ def q2_rows(r):
         label = f"Q2 {name}"
         if m.get("widths", {}).get("reduced"):
             label += f" (reduced width G{m['widths']['g']}/D{m['widths']['d']})"
-        yield (label, r["run"]["profile"], data, f"{m['fid']:.2f}", "-", f"{m['iterations']:,}",
+        more = f"class shares {min(m['class_share']):.3f}-{max(m['class_share']):.3f}"
+        yield (label, data, f"{m['fid']:.2f}", more, "-", f"{m['iterations']:,} ({m['stop_reason']})",
                minutes(m["train_seconds"]))
 
 
@@ -38,7 +41,7 @@ def table():
     results = {p.stem: json.loads(p.read_text()) for p in sorted((ROOT / "results").glob("q*.json"))}
     if not results:
         return "_No results yet: run `make run`._"
-    lines = ["| model | profile | data | FID | final KL | iterations | training time |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | data | FID | more | final KL | iterations (stop) | training time |", "|---|---|---|---|---|---|---|"]
     notes = []
     for key, rows in (("q1", q1_rows), ("q2", q2_rows)):
         if key not in results:
@@ -47,7 +50,9 @@ def table():
         lines += ["| " + " | ".join(row) + " |" for row in rows(r)]
         notes.append(f"`results/{key}.json`: profile `{r['run']['profile']}` on `{r['run']['device']}` "
                      f"({r['run']['torch_threads']} torch threads), FID on {r['fid']['num_gen']:,} generated vs "
-                     f"{r['fid']['num_real']:,} real images, notebook wall time {minutes(r['run']['wall_seconds'])}.")
+                     f"{r['fid']['num_real']:,} real images; "
+                     + (f"FID floor (two disjoint real sets) {r['fid_floor']:.2f}; " if "fid_floor" in r else "")
+                     + f"notebook wall time {minutes(r['run']['wall_seconds'])}.")
     return "\n".join(lines + [""] + [f"- {n}" for n in notes])
 
 

@@ -48,6 +48,14 @@ def test_every_value_the_report_quotes_is_generated_from_the_results(tmp_path):
         assert (tmp_path / table).read_text().count(r"\\") >= 3, table
 
 
+def test_every_bibitem_is_cited_and_no_float_is_pinned():
+    items = set(re.findall(r"\\bibitem\{([^}]+)\}", TEX))
+    cited = {key.strip() for group in re.findall(r"\\cite\{([^}]+)\}", TEX) for key in group.split(",")}
+    assert items and not items - cited, f"never cited: {sorted(items - cited)}"
+    assert not cited - items, f"cited but not listed: {sorted(cited - items)}"
+    assert "[H]" not in TEX
+
+
 def test_every_figure_the_report_includes_exists():
     figures = used_figures(TEX)
     assert len(figures) >= 15
