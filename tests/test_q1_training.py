@@ -32,13 +32,13 @@ def batch(n=8, seed=0):
 
 
 def test_training_feeds_the_controller_once_per_iteration_with_the_logged_kl(q1, tmp_path):
-    spy = SpyController(2.0)
+    spy = SpyController(1000.0)  # large, so recon + KL and recon + beta*KL differ clearly
     _, history, info = q1.train_vae("spy", fake_dsprites_subset(n=256), spy, iterations=5,
                                     config=dict(batch_size=16, learning_rate=1e-4), device=torch.device("cpu"),
                                     checkpoint_dir=tmp_path, print_every=100)
     assert spy.fed == pytest.approx(history["kl"]) and len(spy.fed) == 5 == info["iterations"]
-    assert history["beta"] == [2.0] * 5
-    assert history["total"] == pytest.approx([r + 2.0 * k for r, k in zip(history["recon"], history["kl"])], rel=1e-5)
+    assert history["beta"] == [1000.0] * 5
+    assert history["total"] == pytest.approx([r + 1000.0 * k for r, k in zip(history["recon"], history["kl"])], rel=1e-6)
 
 
 def test_reparameterisation_uses_the_logvar_head_and_std_exp_half_logvar(q1, monkeypatch):
