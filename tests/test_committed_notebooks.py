@@ -1,8 +1,6 @@
-"""What a grader reads: the committed, executed notebooks. No cell failed and no stderr prints a machine
-path; for Q2 (executed with the code that shows its figures) every figure it writes is shown in its
-output and no output prints the machine's data root, and the results JSON holds the fields issue 9
-asks for. Q1's committed run predates the figure display (issue 10 reruns it): it gets the first
-checks only."""
+"""What a grader reads: the committed, executed notebooks. Every figure a notebook writes is shown in
+its output, no cell failed, no stderr prints a machine path, and the results JSON holds the fields
+the issues ask for."""
 import json
 import re
 
@@ -25,25 +23,15 @@ def output_text(out):
     return text if isinstance(text, str) else "".join(text)
 
 
-def read_executed(path):
-    nb = nbformat.read(path, as_version=4)
+@pytest.fixture(params=[Q1, Q2], ids=["q1", "q2"])
+def executed(request):
+    nb = nbformat.read(request.param, as_version=4)
     if not any(cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"):
-        pytest.fail(f"{path.name} is committed without outputs: run `make run` and commit the executed notebook")
+        pytest.fail(f"{request.param.name} is committed without outputs: run `make run` and commit the executed notebook")
     return nb
 
 
-@pytest.fixture(params=[Q1, Q2], ids=["q1", "q2"])
-def executed(request):
-    return read_executed(request.param)
-
-
-@pytest.fixture
-def executed_q2():
-    return read_executed(Q2)
-
-
-def test_every_saved_figure_is_shown_in_the_cell_that_saves_it(executed_q2):
-    executed = executed_q2
+def test_every_saved_figure_is_shown_in_the_cell_that_saves_it(executed):
     saved_anywhere = 0
     for cell in executed.cells:
         if cell.cell_type != "code":
@@ -62,13 +50,25 @@ def test_no_cell_failed_and_no_stderr_prints_a_machine_path(executed):
             assert not MACHINE_PATH.search(output_text(out)), f"stderr prints a machine path: {output_text(out)[:300]}"
 
 
-def test_no_output_prints_the_machine_data_root(executed_q2):
-    for _, out in code_outputs(executed_q2):
+def test_no_output_prints_the_machine_data_root(executed):
+    for _, out in code_outputs(executed):
         assert "/shared/data" not in output_text(out) and "/work/" not in output_text(out)
 
 
 def load(name):
     return json.loads((ROOT / "results" / name).read_text())
+
+
+def test_q1_results_hold_the_new_measurements():
+    r = load("q1.json")
+    assert np.isfinite(r["fid_floor"]) and r["fid_floor"] >= 0
+    for name in ("vae", "controlvae_kl8", "controlvae_kl14"):
+        m = r["models"][name]
+        for key in ("fid", "fid_binary", "mig", "blank_share", "recon_plateau"):
+            assert np.isfinite(m[key]), (name, key)
+        assert 0 <= m["mig"] <= 1 and 0 <= m["blank_share"] <= 1
+        assert set(m["mig_factors"]) == {"shape", "scale", "posX", "posY"}
+    assert r["models"]["controlvae_kl8"]["set_point"] == 8.0 and r["models"]["controlvae_kl14"]["set_point"] == 14.0
 
 
 def test_q2_results_hold_the_new_measurements():

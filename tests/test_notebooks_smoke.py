@@ -26,13 +26,24 @@ def test_q1_notebook_runs_end_to_end_on_a_course_file(tmp_path):
     assert results["run"]["profile"] == "smoke"
     assert results["data"]["source"] == "course file" and results["data"]["standin"] is False
     assert set(results["models"]) == {"vae", "controlvae_kl8", "controlvae_kl14"}
-    for model in results["models"].values():
-        assert model["iterations"] == 12 and np.isfinite(model["fid"]) and model["fid"] > 0
+    for name, model in results["models"].items():
+        assert model["iterations"] == 12 and model["stop_reason"] in ("iteration cap", "converged")
+        assert np.isfinite(model["fid"]) and model["fid"] > 0 and np.isfinite(model["fid_binary"])
+        assert 0 <= model["blank_share"] <= 1 and 0 <= model["mig"] <= 1
+        assert set(model["mig_factors"]) == {"shape", "scale", "posX", "posY"}
+    # each ControlVAE ran with its own set point
+    assert results["models"]["controlvae_kl8"]["set_point"] == 8.0
+    assert results["models"]["controlvae_kl14"]["set_point"] == 14.0
+    assert results["controller"] == dict(results["controller"], kp=0.01, ki=0.001, beta_min=1.0)
+    assert results["fid"]["num_real"] == results["fid"]["num_gen"] == 16 and np.isfinite(results["fid_floor"])
+    written = sorted(p.stem for p in (tmp_path / "figures").glob("q1_*.png"))
     for name in ("q1_data", "q1_vae_losses", "q1_vae_samples", "q1_controlvae_kl", "q1_controlvae_recon",
                  "q1_controlvae_beta", "q1_controlvae_kl8_samples", "q1_controlvae_kl14_samples",
-                 "q1_vae_traversal"):
-        assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
-    assert len(list((tmp_path / "samples" / "q1_vae").glob("*.png"))) == 16
+                 "q1_vae_traversal", "q1_kl_per_latent"):
+        assert name in written and (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
+    assert image_outputs(nb) >= len(written), "every saved figure must also be shown in the notebook"
+    samples = sorted((tmp_path / "samples" / "q1_vae").glob("*.png"))
+    assert len(samples) == 16 and Image.open(samples[0]).size == (64, 64)
     assert '"profile": "smoke"' in outputs_text(nb)
     assert "STAND-IN" not in outputs_text(nb)
 
