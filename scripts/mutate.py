@@ -1,7 +1,9 @@
 """Mutation check of the test suite (not run in CI): does a single wrong change to a notebook's code
 make the tests fail?
 
-Usage: .venv/bin/python scripts/mutate.py [--only SUBSTRING] [--timeout SECONDS]
+Usage: .venv/bin/python scripts/mutate.py [--only SUBSTRING] [--timeout SECONDS] [--extra FILE]
+(--extra: a Python file defining MUTATIONS in the same format, e.g. an independent audit's list,
+run instead of the list below)
 For each mutation below it copies both notebooks into a temporary folder, applies one wrong change
 to the one code cell that contains the original text, points the tests at the copy
 (HW6_NOTEBOOKS) and runs the unit and training tests of that notebook (the smoke runs are left out:
@@ -51,6 +53,17 @@ MUTATIONS = [
      "    if False:\n        raise NonFiniteLoss(f\"loss is"),
     (Q1, "convergence ignores beta", "drifts = (window_drift(history[\"recon\"]), window_drift(history[\"beta\"]))",
      "drifts = (window_drift(history[\"recon\"]), 0.0)"),
+    (Q1, "integral term with the wrong sign", "integral = self.integral - self.ki * error",
+     "integral = self.integral + self.ki * error"),
+    (Q1, "beta_min not added", "p_term + self.integral + self.beta_min, self.beta_min", "p_term + self.integral, self.beta_min"),
+    (Q1, "no upper anti-windup clamp", "self.beta_max - self.beta_min - p_term)", "1e9)"),
+    (Q1, "resume replays no batches", "for _ in range(step):  # replay the seeded stream",
+     "for _ in range(0):  # replay the seeded stream"),
+    (Q1, "KL averaged over latents", "kl = kl_latents.sum()", "kl = kl_latents.mean()"),
+    (Q1, "wall-clock cap ignored", 'return "wall-clock cap" if seconds >= wall_minutes * 60 else None', "return None"),
+    (Q1, "checkpoint of other settings reused", 'if state["config"] == config:', "if True:"),
+    (Q1, "final values from the first tenth", "return float(values[-max(1, int(len(values) * fraction)):].mean())",
+     "return float(values[:max(1, int(len(values) * fraction))].mean())"),
     (Q2, "one critic step instead of n_critic", "        for _ in range(d_steps):\n            d_loss, d_extra",
      "        for _ in range(1):\n            d_loss, d_extra"),
     (Q2, "Adam for WGAN", "make_opt = lambda params: torch.optim.RMSprop(params, lr=config[\"lr\"])",
@@ -76,6 +89,10 @@ MUTATIONS = [
     (Q2, "D loss sign on real", "F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()",
      "F.softplus(real_logits).mean() + F.softplus(fake_logits).mean()"),
     (Q2, "resume replays too few batches", "for _ in range(step * d_steps):", "for _ in range(step):"),
+    (Q2, "WGAN critic loss sign", "return fake_scores.mean() - real_scores.mean()", "return real_scores.mean() - fake_scores.mean()"),
+    (Q2, "GAN generator loss saturating", "return F.softplus(-fake_logits).mean()", "return -F.softplus(fake_logits).mean()"),
+    (Q2, "no weight clipping", '            clip_weights(self.D, self.config["clip"])', "            pass"),
+    (Q2, "Adam betas ignored", 'lr=config["lr"], betas=tuple(config["betas"]))', 'lr=config["lr"])'),
     (Q2, "no NaN guard", "        if not torch.isfinite(loss):\n            raise NonFiniteLoss",
      "        if False:\n            raise NonFiniteLoss"),
     (Q2, "critic update on the same batch", "d_loss, d_extra = self.d_update(real_images[next(stream)]",
@@ -111,8 +128,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="run the mutations whose description contains this")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--extra", type=Path, help="run the MUTATIONS list of this Python file instead")
     args = parser.parse_args()
-    chosen = [m for m in MUTATIONS if args.only in m[1]]
+    mutations = MUTATIONS
+    if args.extra:
+        namespace = {"Q1": Q1, "Q2": Q2}
+        exec(args.extra.read_text(), namespace)
+        mutations = namespace["MUTATIONS"]
+    chosen = [m for m in mutations if args.only in m[1]]
     caught = 0
     for notebook, what, original, wrong in chosen:
         t0 = time.time()

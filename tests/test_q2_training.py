@@ -203,14 +203,15 @@ def test_wall_clock_cap_stops_training(q2):
     assert (info["iterations"], info["stop_reason"]) == (1, "wall-clock cap")
 
 
-def test_training_resumes_exactly_from_a_checkpoint(q2, tmp_path):
+@pytest.mark.parametrize("d_steps", [1, 2])  # with 2, a resume must replay 2 batches per finished iteration
+def test_training_resumes_exactly_from_a_checkpoint(q2, tmp_path, d_steps):
     real = torch.rand(256, 1, 28, 28) * 2 - 1
 
     def run(folder, iterations):
         torch.manual_seed(0)
         trainer = q2.GANTrainer("gan", q2.Generator(), q2.Discriminator(), dict(q2.GAN_DEFAULT), CPU)
-        history, info = q2.train_gan("r", trainer, real, iterations, 1, torch.randn(100, 64), checkpoint_dir=folder,
-                                     checkpoint_minutes=0.0)
+        history, info = q2.train_gan("r", trainer, real, iterations, d_steps, torch.randn(100, 64),
+                                     checkpoint_dir=folder, checkpoint_minutes=0.0)
         return trainer, history, info
 
     straight, h1, _ = run(tmp_path / "a", 6)
