@@ -4,7 +4,7 @@ Usage: python3 report/generate.py [--results DIR] [--out DIR]
 Writes into report/generated/:
   values.tex   one \\rv{key} value per result the report quotes (e.g. \\rv{q1.vae.fid}), the
                \\ifstandin / \\ifmnistofficial / \\ifssganreduced switches, the title page fields;
-  q1_table.tex, q2_table.tex, search_table.tex   the comparison and search tables.
+  q1_table.tex, q1_eval_table.tex, mig_table.tex, q2_table.tex, search_table.tex   the tables.
 No number in the report is typed by hand: report.tex only refers to these keys, an unknown key
 stops the LaTeX build, and a result missing from the JSON stops this script with its name.
 Standard library only, so it runs without the project's virtual environment.
@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RERUN = {"q1": "notebooks/01_controlvae_dsprites.ipynb", "q2": "notebooks/02_gans_mnist.ipynb"}
 Q1_MODELS = {"vae": "vae", "kl8": "controlvae_kl8", "kl14": "controlvae_kl14"}
 Q2_MODELS = ("gan", "wgan", "ssgan")
+PLATEAU_GOAL = 0.02  # issue 10: |recon plateau| within 0.02
 MODEL_FA = {"vae": r"\lr{VAE}", "kl8": r"\lr{ControlVAE, $KL^*=8$}", "kl14": r"\lr{ControlVAE, $KL^*=14$}", "gan": r"\lr{GAN}", "wgan": r"\lr{WGAN}",
             "ssgan": r"\lr{SSGAN}"}
 
@@ -95,6 +96,13 @@ def q1_values(r):
         "q1.kp": f"{get(r, 'q1.controller.kp'):g}", "q1.ki": f"{get(r, 'q1.controller.ki'):g}",
         "q1.betamin": f"{get(r, 'q1.controller.beta_min'):g}", "q1.betamax": f"{get(r, 'q1.controller.beta_max'):g}",
         "q1.ramp": count(get(r, "q1.controller.ramp_iters")),
+        "q1.itercap": count(get(r, "q1.run.iterations")), "q1.miniters": count(get(r, "q1.run.min_iterations")),
+        "q1.wallcap": f"{get(r, 'q1.run.wall_minutes'):g}", "q1.checkevery": count(get(r, "q1.run.check_every")),
+        "q1.tol": f"{get(r, 'q1.convergence.tol'):g}", "q1.floor": fixed(get(r, "q1.fid_floor")),
+        "q1.threshold": re.search(r"> ([0-9.]+)", get(r, "q1.fid.binary")).group(1),
+        **{f"q1.order.{k}": fixed(v, 3) for k, v in get(r, "q1.mig.factor_order_check").items()},
+        "q1.plateaugoal": f"{PLATEAU_GOAL:g}",
+        "q1.blackpct": fixed(100 * (1 - get(r, "q1.data.mean_pixel")), 1),
     }
     if get(r, "q1.data.standin"):
         check = get(r, "q1.data.standin_check")
@@ -110,7 +118,18 @@ def q1_values(r):
                   f"q1.{short}.beta": fixed(get(r, m + ".final_beta")),
                   f"q1.{short}.active": str(get(r, m + ".active_latents")),
                   f"q1.{short}.epochs": fixed(get(r, m + ".epochs"), 1),
-                  f"q1.{short}.train": minutes(get(r, m + ".train_seconds"))})
+                  f"q1.{short}.train": minutes(get(r, m + ".train_seconds")),
+                  f"q1.{short}.iters": count(get(r, m + ".iterations")),
+                  f"q1.{short}.sperit": fixed(get(r, m + ".seconds_per_iteration"), 3),
+                  f"q1.{short}.plateau": f"{get(r, m + '.recon_plateau'):+.3f}",
+                  f"q1.{short}.betadrift": f"{get(r, m + '.beta_drift'):+.3f}",
+                  f"q1.{short}.plateaupct": fixed(100 * abs(get(r, m + ".recon_plateau")), 1),
+                  f"q1.{short}.plateaumiss": fixed(max(0.0, abs(get(r, m + ".recon_plateau")) - PLATEAU_GOAL), 3),
+                  f"q1.{short}.betadriftpct": fixed(100 * abs(get(r, m + ".beta_drift")), 1),
+                  f"q1.{short}.fidbin": fixed(get(r, m + ".fid_binary")),
+                  f"q1.{short}.fidratio": fixed(get(r, m + ".fid") / get(r, "q1.fid_floor"), 1),
+                  f"q1.{short}.blank": fixed(100 * get(r, m + ".blank_share"), 1),
+                  f"q1.{short}.mig": fixed(get(r, m + ".mig"), 3)})
         if short != "vae":
             v[f"q1.{short}.klerror"] = fixed(abs(get(r, m + ".kl_error")), 2)
     return v
@@ -124,6 +143,8 @@ def q2_values(r):
         "q2.classifier.acc": fixed(100 * get(r, "q2.classifier.test_accuracy"), 2),
         "q2.search.rungs": r",\ ".join(count(x) for x in get(r, "q2.search.rungs")),
         "q2.search.last": count(get(r, "q2.search.rungs")[-1]), "q2.search.first": count(get(r, "q2.search.rungs")[0]),
+        "q2.search.mid": count(get(r, "q2.search.rungs")[1]),
+        "q2.search.maxlr": sci(max(row["lr"] for row in get(r, "q2.search.rows"))),
         "q2.search.n": str(len(get(r, "q2.search.rows"))),
         "q2.floor": fixed(get(r, "q2.fid_floor")), "q2.wgan.paperlr": sci(get(r, "q2.settings.wgan.paper_lr")),
         "q2.patience": str(get(r, "q2.run.patience")),
@@ -152,23 +173,55 @@ def q2_values(r):
                   f"q2.{name}.cheapfd.first": fixed(tracked[0][1], 1) if tracked else "-",
                   f"q2.{name}.cheapfd.best": fixed(best_fd, 1), f"q2.{name}.cheapfd.bestit": count(best_it),
                   f"q2.{name}.cheapfd.last": fixed(tracked[-1][1], 1) if tracked else "-",
+                  f"q2.{name}.cheapfd.at2000": fixed(dict(tracked).get(2000, float("nan")), 1),
                   f"q2.{name}.stop": {"iteration cap": "سقف تکرار", "wall-clock cap": "سقف زمان"}.get(
                       get(r, m + ".stop_reason"), "قاعده‌ی توقف"),
                   f"q2.{name}.sharemin": fixed(min(get(r, m + ".class_share")), 3),
                   f"q2.{name}.sharemax": fixed(max(get(r, m + ".class_share")), 3),
+                  f"q2.{name}.sharemindigit": str(min(range(10), key=lambda d: get(r, m + ".class_share")[d])),
+                  f"q2.{name}.sharemaxdigit": str(max(range(10), key=lambda d: get(r, m + ".class_share")[d])),
+                  f"q2.{name}.outofband": count(sum(not 0.05 <= x <= 0.15 for x in get(r, m + ".class_share"))),
+                  f"q2.{name}.fidgap": fixed(get(r, m + ".fid") - get(r, "q2.fid_floor")),
+                  f"q2.{name}.reportedit": count(get(r, m + ".restored_best") or get(r, m + ".iterations")),
                   f"q2.{name}.fidratio": fixed(get(r, m + ".fid") / get(r, "q2.fid_floor"), 1),
                   f"q2.{name}.itercap": count(get(r, m + ".iteration_cap")),
                   f"q2.{name}.wallcap": fixed(get(r, m + ".wall_minutes_cap"), 0)})
     return v
 
 
+STOP_FA = {"converged": "همگرا", "iteration cap": "سقف تکرار", "wall-clock cap": "سقف زمان"}
+
+
 def q1_table(r):
+    """Training: where each model ended and why it stopped."""
     rows = []
     for short, name in Q1_MODELS.items():
         m = get(r, f"q1.models.{name}")
         set_point = "-" if m["set_point"] is None else f"${m['set_point']:g}$"
         rows.append(f"{MODEL_FA[short]} & {set_point} & ${m['final_kl']:.2f}$ & ${m['final_recon']:.2f}$ & "
-                    f"${m['final_beta']:.2f}$ & ${m['active_latents']}$ & ${m['fid']:.2f}$ \\\\")
+                    f"${m['final_beta']:.2f}$ & ${m['recon_plateau']:+.3f}$ & ${count(m['iterations'])}$ & "
+                    f"{STOP_FA.get(m['stop_reason'], tex_escape(m['stop_reason']))} & ${m['active_latents']}$ \\\\")
+    return "\n".join(rows) + "\n"
+
+
+def q1_eval_table(r):
+    """Evaluation: FID on means and on binary samples, blank samples, MIG."""
+    rows = []
+    for short, name in Q1_MODELS.items():
+        m = get(r, f"q1.models.{name}")
+        rows.append(f"{MODEL_FA[short]} & ${m['fid']:.2f}$ & ${m['fid_binary']:.2f}$ & ${100 * m['blank_share']:.1f}$ & "
+                    f"${m['mig']:.3f}$ \\\\")
+    return "\n".join(rows) + "\n"
+
+
+def mig_table(r):
+    """Which latent carries each factor: its normalised mutual information and its gap to the runner-up."""
+    rows = []
+    for short, name in Q1_MODELS.items():
+        factors = get(r, f"q1.models.{name}.mig_factors")
+        cells = " & ".join(f"\\lr{{$z_{{{c['latent']}}}$}} ($%.2f$ / $%.2f$)" % (c["normalised_mi"], c["gap"])
+                          for c in factors.values())
+        rows.append(f"{MODEL_FA[short]} & {cells} \\\\")
     return "\n".join(rows) + "\n"
 
 
@@ -176,8 +229,10 @@ def q2_table(r):
     rows = []
     for name in Q2_MODELS:
         m = get(r, f"q2.models.{name}")
-        rows.append(f"{MODEL_FA[name]} & ${m['fid']:.2f}$ & ${min(m['class_share']):.3f}$--${max(m['class_share']):.3f}$ & "
-                    f"${count(m['iterations'])}$ & ${m['d_steps']}$ & ${m['epochs']:.1f}$ & ${m['train_seconds'] / 60:.1f}$ & "
+        reported = m["restored_best"] or m["iterations"]
+        rows.append(f"{MODEL_FA[name]} & ${m['fid']:.2f}$ & ${min(m['class_share']):.3f}$ تا ${max(m['class_share']):.3f}$ & "
+                    f"${count(m['iterations'])}$ & ${count(reported)}$ & ${m['d_steps']}$ & ${m['epochs']:.1f}$ & "
+                    f"${m['train_seconds'] / 60:.1f}$ & "
                     f"${count(m['params_g'])}$ & ${count(m['params_d'])}$ \\\\")
     return "\n".join(rows) + "\n"
 
@@ -207,6 +262,12 @@ def analysis_claims(r):
     lrs = sorted({row["lr"] for row in rows})
     rungs = get(r, "q2.search.rungs")
     return {
+        "1-3: the VAE stopped at the wall-clock cap with its reconstruction still falling beyond the goal":
+            q1["vae"]["stop_reason"] == "wall-clock cap" and q1["vae"]["recon_plateau"] < -PLATEAU_GOAL,
+        "1-3: thresholding the same samples more than halves the VAE's FID":
+            q1["vae"]["fid_binary"] < 0.5 * q1["vae"]["fid"],
+        "1-3: the VAE's binary FID is still far above the real-vs-real reference (> 10x)":
+            q1["vae"]["fid_binary"] > 10 * get(r, "q1.fid_floor"),
         "1-4: the VAE's own KL lies above both set points (so the controller raises beta above 1)":
             q1["vae"]["final_kl"] > max(q1["kl8"]["set_point"], q1["kl14"]["set_point"]) and
             min(q1["kl8"]["final_beta"], q1["kl14"]["final_beta"]) > 1,
@@ -214,15 +275,36 @@ def analysis_claims(r):
             0.5 * get(r, "q1.controller.beta_max"),
         "1-4: both ControlVAEs end within 0.5 nats of their set point": all(
             abs(q1[k]["kl_error"]) < 0.5 for k in ("kl8", "kl14")),
+        "1-4: beta was still rising over the last tenth for both ControlVAEs": all(
+            q1[k]["beta_drift"] > 0 for k in ("kl8", "kl14")),
+        "1-4: both ControlVAEs stopped at the wall-clock cap; set point 8 within the plateau goal, 14 outside it":
+            all(q1[k]["stop_reason"] == "wall-clock cap" for k in ("kl8", "kl14")) and
+            abs(q1["kl8"]["recon_plateau"]) <= PLATEAU_GOAL < abs(q1["kl14"]["recon_plateau"]) and
+            q1["kl8"]["beta_drift"] > get(r, "q1.convergence.tol"),
+        "1-4: the ControlVAEs' steps ran faster, so they saw more iterations than the VAE": all(
+            q1[k]["seconds_per_iteration"] < q1["vae"]["seconds_per_iteration"] and
+            q1[k]["iterations"] > q1["vae"]["iterations"] for k in ("kl8", "kl14")),
         "1-4: reconstruction worsens as KL falls (kl8 > kl14 > vae)":
             q1["kl8"]["final_recon"] > q1["kl14"]["final_recon"] > q1["vae"]["final_recon"],
-        "1-4: set point 8 has the worst FID; set point 14 is within 5% of the VAE":
-            q1["kl8"]["fid"] > max(q1["kl14"]["fid"], q1["vae"]["fid"]) and
-            abs(q1["kl14"]["fid"] - q1["vae"]["fid"]) < 0.05 * q1["vae"]["fid"],
-        "1-4: fewer active latents at lower KL (kl8 < kl14 < vae)":
-            q1["kl8"]["active_latents"] < q1["kl14"]["active_latents"] < q1["vae"]["active_latents"],
         "1-4: set point 14 lies above the information ceiling log N and 8 below it":
             q1["kl8"]["set_point"] < math.log(get(r, "q1.data.n_images")) < q1["kl14"]["set_point"],
+        "1-4: FID on means ranks kl14 < vae < kl8; binary FID and blank shares both rank kl8 < kl14 < vae":
+            q1["kl14"]["fid"] < q1["vae"]["fid"] < q1["kl8"]["fid"] and
+            q1["kl8"]["fid_binary"] < q1["kl14"]["fid_binary"] < q1["vae"]["fid_binary"] and
+            q1["kl8"]["blank_share"] < q1["kl14"]["blank_share"] < q1["vae"]["blank_share"],
+        "1-4: fewer active latents at lower KL (kl8 < kl14 < vae)":
+            q1["kl8"]["active_latents"] < q1["kl14"]["active_latents"] < q1["vae"]["active_latents"],
+        "1-4: MIG low for all (< 0.2), both ControlVAEs above the VAE": all(q1[k]["mig"] < 0.2 for k in q1) and
+            min(q1["kl8"]["mig"], q1["kl14"]["mig"]) > q1["vae"]["mig"],
+        "1-4: posX has a clear carrier in every model (gap > 0.1); scale's best normalised MI < 0.2 everywhere": all(
+            q1[k]["mig_factors"]["posX"]["gap"] > 0.1 and q1[k]["mig_factors"]["scale"]["normalised_mi"] < 0.2 for k in q1),
+        "1-4: only set point 8 has a fairly clear shape carrier (gap > 0.1, others < 0.1)":
+            q1["kl8"]["mig_factors"]["shape"]["gap"] > 0.1 and
+            max(q1["vae"]["mig_factors"]["shape"]["gap"], q1["kl14"]["mig_factors"]["shape"]["gap"]) < 0.1,
+        "1-4: posY has a clear carrier only at set point 14; at 8 one latent carries both scale and posY":
+            q1["kl14"]["mig_factors"]["posY"]["gap"] > 0.1 and
+            max(q1["kl8"]["mig_factors"]["posY"]["gap"], q1["vae"]["mig_factors"]["posY"]["gap"]) < 0.1 and
+            q1["kl8"]["mig_factors"]["scale"]["latent"] == q1["kl8"]["mig_factors"]["posY"]["latent"],
         "2-1: at the first rung every setting at the larger learning rate outranks every one at the smaller":
             len(lrs) == 2 and all(row["iterations"] == rungs[0] for row in rows if row["lr"] == lrs[0]) and
             max(i for i, row in enumerate(rows) if row["lr"] == lrs[1]) < min(i for i, row in enumerate(rows) if row["lr"] == lrs[0]),
@@ -244,6 +326,13 @@ def analysis_claims(r):
             q2["ssgan"]["params_g"] + q2["ssgan"]["params_d"] < q2["gan"]["params_g"] + q2["gan"]["params_d"],
         "2-1: the GAN's best generator is its first snapshot (iteration 1,000), so the early and final grids coincide":
             q2["gan"]["best_iteration"] == 1000 == q2["gan"]["iteration_cap"] // 20,  # snapshots every cap/20
+        "2-3: SSGAN's best classifier FD is its last check, and it stopped at a cap":
+            q2["ssgan"]["tracked"][-1][1] == min(v for _, v in q2["ssgan"]["tracked"]) and
+            q2["ssgan"]["stop_reason"] in ("iteration cap", "wall-clock cap"),
+        "comparison: every model's smallest class share is above 0.05 (no class dropped)": all(
+            min(q2[n]["class_share"]) > 0.05 for n in Q2_MODELS),
+        "2-1: the GAN's classifier FD at iteration 2,000 is worse than at its best":
+            dict(q2["gan"]["tracked"]).get(2000, 0) > q2["gan"]["best_cheap_fd"],
         "2-1: the GAN's best generator came within two epochs":
             q2["gan"]["best_iteration"] * q2["gan"]["batch_size"] / get(r, "q2.data.n_train") < 2,
     }
@@ -268,7 +357,7 @@ def title_values(config):
     if not 1 <= len(students) <= 2:
         raise MissingResult("report/config.toml must list one or two [[students]] (the assignment allows groups of two)")
     v = {f"title.{k}": tex_escape(config[k]) for k in ("university_fa", "faculty_fa", "course_fa", "title_fa", "date_fa")}
-    lines = [rf"{tex_escape(s['name_fa'])} \quad \lr{{{tex_escape(s['number'])}}}" for s in students]
+    lines = [rf"{tex_escape(s['name_fa'])} \quad {{\persianmathdigits${tex_escape(s['number'])}$}}" for s in students]
     v["title.students"] = r" \\[2mm] ".join(lines)
     return v
 
@@ -288,7 +377,9 @@ def generate(results_dir, out_dir, config_path):
     values = {**q1_values(r), **q2_values(r)}  # first: a missing result is named here
     check_analysis(r)
     titles = title_values(config)
-    switches = {"standin": bool(get(r, "q1.data.standin")), "mnistofficial": bool(get(r, "q2.data.official_size")),
+    switches = {"standin": bool(get(r, "q1.data.standin")),
+                "vaeblankfig": get(r, "q1.models.vae.blank_share") > 0,  # the notebook saves the figure only then
+                "vaeblankok": get(r, "q1.models.vae.blank_share") < 0.05, "mnistofficial": bool(get(r, "q2.data.official_size")),
                 "ssganreduced": bool(get(r, "q2.models.ssgan.widths.reduced")),
                 "ssganbeatsgan": get(r, "q2.models.ssgan.fid") < get(r, "q2.models.gan.fid"),
                 "ranksagree": sorted(Q2_MODELS, key=lambda n: get(r, f"q2.models.{n}.fid")) ==
@@ -298,6 +389,8 @@ def generate(results_dir, out_dir, config_path):
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "values.tex").write_text(values_tex({**values, **titles}, switches))
     (out_dir / "q1_table.tex").write_text(q1_table(r))
+    (out_dir / "q1_eval_table.tex").write_text(q1_eval_table(r))
+    (out_dir / "mig_table.tex").write_text(mig_table(r))
     (out_dir / "q2_table.tex").write_text(q2_table(r))
     (out_dir / "search_table.tex").write_text(search_table(r))
     return {**values, **titles}
@@ -313,7 +406,7 @@ def main(argv=None):
         values = generate(args.results, args.out, args.config)
     except MissingResult as err:
         sys.exit(f"report/generate.py: {err}")
-    print(f"wrote {len(values)} values and 3 tables into {args.out}")
+    print(f"wrote {len(values)} values and 5 tables into {args.out}")
 
 
 if __name__ == "__main__":
