@@ -250,3 +250,30 @@ def test_a_checkpoint_made_with_other_settings_is_not_reused(q1, tmp_path, capsy
     assert "made with other settings" in capsys.readouterr().out
     assert info["iterations"] == 3 == len(history["kl"])
     assert not all(torch.allclose(a, b) for a, b in zip(first.parameters(), second.parameters()))
+
+
+# ---------------------------------------------------------------- found by the independent mutation audit
+def test_controller_state_round_trips_its_integral(q1):
+    controller = q1.PIController(8.0)
+    for _ in range(50):
+        controller.step(20.0)  # KL above the set point: the integral grows
+    twin = q1.PIController(8.0)
+    twin.load_state_dict(controller.state_dict())
+    assert twin.integral == controller.integral > 0
+    assert twin.step(20.0) == controller.step(20.0)
+
+
+def test_training_feeds_the_model_binary_pixels(q1, tmp_path, monkeypatch):
+    seen = []
+    real_step = q1.vae_step
+
+    def spy(model, optimizer, controller, x):
+        seen.append(x.detach().clone())
+        return real_step(model, optimizer, controller, x)
+
+    monkeypatch.setattr(q1, "vae_step", spy)
+    q1.train_vae("b", fake_dsprites_subset(n=256), q1.ConstantBeta(), iterations=2,
+                 config=dict(batch_size=16, learning_rate=1e-4), device=torch.device("cpu"),
+                 checkpoint_dir=tmp_path, print_every=100)
+    x = torch.cat(seen)
+    assert set(x.unique().tolist()) == {0.0, 1.0} and x.shape[1:] == (1, 64, 64)
