@@ -277,3 +277,12 @@ def test_training_feeds_the_model_binary_pixels(q1, tmp_path, monkeypatch):
                  checkpoint_dir=tmp_path, print_every=100)
     x = torch.cat(seen)
     assert set(x.unique().tolist()) == {0.0, 1.0} and x.shape[1:] == (1, 64, 64)
+
+
+def test_feature_statistics_are_per_feature_mean_and_covariance(q1):
+    features = np.random.default_rng(0).normal(size=(300, 8)) + np.arange(8)  # 300 images, 8 features
+    mu, sigma = q1.feature_statistics(features, min_images=2)
+    assert mu.shape == (8,) and sigma.shape == (8, 8)
+    assert np.allclose(mu, features.mean(axis=0)) and np.allclose(sigma, np.cov(features.T))
+    with pytest.raises(ValueError, match="at least 400"):
+        q1.feature_statistics(features, min_images=400)
