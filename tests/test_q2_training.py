@@ -275,3 +275,19 @@ def test_class_shares_count_the_classifier_labels(q2):
     images = np.r_[np.full((3, 28, 28), 255), np.zeros((1, 28, 28))].astype(np.uint8)
     shares = q2.class_shares(FixedClassifier(), images, CPU)
     assert shares[1] == 0.75 and shares[7] == 0.25 and sum(shares) == 1.0
+
+
+# ---------------------------------------------------------------- found by the independent mutation audit
+@pytest.mark.parametrize("kind", ["gan", "wgan", "ssgan"])
+def test_a_generator_update_changes_the_generator_and_not_the_discriminator(q2, kind):
+    torch.manual_seed(0)
+    if kind == "ssgan":
+        trainer = ssgan_trainer(q2)
+    else:
+        config = dict(q2.WGAN) if kind == "wgan" else dict(q2.GAN_DEFAULT)
+        trainer = q2.GANTrainer(kind, q2.Generator(), q2.Discriminator(), config, CPU)
+    g_before = [p.detach().clone() for p in trainer.G.parameters()]
+    d_before = [p.detach().clone() for p in trainer.D.parameters()]
+    trainer.g_update(8)
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, trainer.G.parameters())), "G did not move"
+    assert all(torch.equal(a, b) for a, b in zip(d_before, trainer.D.parameters())), "G's step moved D"
