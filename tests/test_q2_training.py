@@ -291,3 +291,37 @@ def test_a_generator_update_changes_the_generator_and_not_the_discriminator(q2, 
     trainer.g_update(8)
     assert any(not torch.equal(a, b) for a, b in zip(g_before, trainer.G.parameters())), "G did not move"
     assert all(torch.equal(a, b) for a, b in zip(d_before, trainer.D.parameters())), "G's step moved D"
+
+
+def test_gaussian_statistics_are_per_feature(q2):
+    features = np.random.default_rng(0).normal(size=(300, 8)) + np.arange(8)
+    mu, sigma = q2.gaussian_stats(features)
+    assert mu.shape == (8,) and sigma.shape == (8, 8) and np.allclose(sigma, np.cov(features.T))
+
+
+def test_the_real_subset_has_no_repeated_image(q2, tmp_path):
+    images = (np.random.default_rng(0).random((120, 28, 28)) * 255).astype(np.uint8)
+    _, indices = q2.fixed_real_subset(images, 100, 3, tmp_path / "s")
+    assert len(set(np.asarray(indices).tolist())) == 100
+
+
+class SnapshottingMetric(ScriptedMetric):
+    """Scripted values; also keeps a copy of the generator's weights at each check."""
+
+    def __init__(self, values):
+        super().__init__(values)
+        self.weights = []
+
+    def __call__(self, generator_net):
+        self.weights.append(copy.deepcopy(generator_net.state_dict()))
+        return super().__call__(generator_net)
+
+
+def test_the_restored_generator_is_the_one_of_the_best_check(q2):
+    torch.manual_seed(0)
+    trainer = q2.GANTrainer("gan", q2.Generator(), q2.Discriminator(), dict(q2.GAN_DEFAULT), CPU)
+    metric = SnapshottingMetric([10, 5, 8, 9, 20, 30])
+    q2.train_gan("p", trainer, torch.rand(256, 1, 28, 28) * 2 - 1, iterations=100, d_steps=1,
+                 fixed_noise=torch.randn(100, 64), tracker=metric, track_every=2, patience=3)
+    best = metric.weights[1]  # the check that scored 5 (iteration 4)
+    assert all(torch.equal(best[k], v) for k, v in trainer.G.state_dict().items())
