@@ -61,6 +61,8 @@ def test_q2_notebook_runs_end_to_end_on_a_tiny_mnist(tmp_path):
     assert {k: rows[0][k] for k in ("lr", "d_steps")} == {k: results["search"]["chosen"][k] for k in ("lr", "d_steps")}
     assert [r["iterations"] for r in rows] == [6, 6, 4, 4, 2, 2, 2, 2]  # successive halving, ranked best first
     assert results["settings"]["wgan"]["n_critic"] == 5 and results["settings"]["ssgan"]["alpha"] == 0.2
+    # the critic steps actually used by the runs, not only the settings
+    assert [results["models"][n]["d_steps"] for n in ("wgan", "ssgan")] == [5, results["settings"]["ssgan"]["n_dis"]]
     assert np.isfinite(results["fid_floor"]) and results["fid"]["num_gen"] == results["fid"]["num_real"] == 16
     for name in ("gan", "wgan", "ssgan"):
         model = results["models"][name]
