@@ -66,6 +66,7 @@ test: venv
 # After editing a notebook or its .py twin: bring the pair back in sync (the newer file wins).
 sync: venv
 	$(VENV)/bin/jupytext --sync notebooks/*.py
+	$(PY) scripts/tag_cells.py notebooks/*.py  # jupytext keeps the .ipynb's tags: copy the twin's
 
 clean-outputs:
 	rm -rf checkpoints samples

@@ -1,0 +1,267 @@
+"""The Q1 third run's notebook (wip/01_controlvae_dsprites.py, training in the background; it replaces
+notebooks/01_controlvae_dsprites.ipynb once every model has reached N): the dSprites reconstruction,
+equal-length resumable training, and the evaluation path, tested before the long run relies on them."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import Q1_NEXT, fake_dsprites_subset, run_notebook, shared_data_root
+from test_notebooks_smoke import image_outputs, outputs_text
+
+
+@pytest.fixture(scope="module")
+def samples_file():
+    root = shared_data_root()
+    if root is None or not (root / "dsprites" / "dsprites_samples.npz").is_file():
+        pytest.skip("offline dSprites samples not found (set HW6_DATA_ROOT)")
+    return root / "dsprites" / "dsprites_samples.npz"
+
+
+# ---------------------------------------------------------------- the reconstruction (issue 18)
+def test_reconstruction_is_pixel_exact_on_every_real_orientation0_sample(q1_next, samples_file):
+    real, latents = q1_next.load_real_orientation0_samples(samples_file)
+    assert len(real) == 338
+    subset = q1_next.render_dsprites_subset()
+    assert subset.shape == (18432, 64, 64) and subset.dtype == np.uint8 and set(np.unique(subset)) == {0, 1}
+    index = latents[:, 0] * 6144 + latents[:, 1] * 1024 + latents[:, 2] * 32 + latents[:, 3]
+    assert np.array_equal(subset[index], real)  # all 338, every pixel, in the data's index order
+
+
+def test_the_rule_with_rotation_reproduces_the_other_orientations(q1_next, samples_file):
+    with np.load(samples_file, allow_pickle=True) as f:
+        imgs, classes, values = f["imgs"], f["latents_classes"], f["latents_values"]
+    rendered = q1_next.render_sprites(classes[:, [0, 1, 3, 4]], values[:, 2])
+    wrong = (rendered != imgs).sum(axis=(1, 2))
+    assert len(imgs) == 19800 and wrong.sum() <= 10 and (wrong == 0).mean() >= 0.999
+
+
+def test_sprites_sit_where_their_factors_say(q1_next):
+    grid = q1_next.subset_latent_grid()
+    pick = grid[[0, 6144 + 5 * 1024 + 31 * 32, 2 * 6144 + 3 * 1024 + 31]]  # varied shape, scale and position
+    imgs = q1_next.render_sprites(pick)
+    for img, (shape, scale, px, py) in zip(imgs, pick):
+        rows, cols = np.nonzero(img)
+        centre = 64 * (0.25 + 0.5 * np.array([px, py]) / 31)
+        assert abs(cols.mean() + 0.5 - centre[0]) < 2.5 and abs(rows.mean() + 0.5 - centre[1]) < 2.5
+    sizes = q1_next.render_sprites(np.array([[0, s, 16, 16] for s in range(6)])).sum(axis=(1, 2))
+    assert np.all(np.diff(sizes) > 0)  # a square's area grows with its scale class
+    assert sizes[-1] == pytest.approx((2 * 9.6) ** 2, rel=0.1)
+
+
+def test_reconstruction_is_used_only_without_a_file_and_says_so(q1_next, samples_file, tmp_path):
+    imgs, info = q1_next.load_dsprites([samples_file.parents[1]], tmp_path, allow_download=False,
+                                       allow_reconstruction=True)
+    assert info["reconstructed"] and "not the course file" in info["source"]
+    assert info["verified_against"]["pixel_exact"] == info["verified_against"]["images"] == 338
+    assert "338/338" in q1_next.describe_data(info)
+    with pytest.raises(FileNotFoundError, match="ALLOW_RECONSTRUCTION"):
+        q1_next.load_dsprites([tmp_path], tmp_path, allow_download=False, allow_reconstruction=False)
+
+
+def test_a_course_file_is_loaded_first_and_compared_with_the_reconstruction(q1_next, tmp_path):
+    exact = q1_next.render_dsprites_subset()
+    np.savez_compressed(tmp_path / q1_next.COURSE_FILE, imgs=exact)
+    loaded, info = q1_next.load_dsprites([tmp_path], tmp_path, allow_download=False, allow_reconstruction=True)
+    assert info["source"] == "course file" and not info["reconstructed"] and np.array_equal(loaded, exact)
+    assert info["agreement_with_reconstruction"] == dict(images=18432, pixel_exact=18432, differing_pixels=0)
+    changed = exact.copy()
+    changed[5, 0, 0] ^= 1
+    np.savez_compressed(tmp_path / q1_next.COURSE_FILE, imgs=changed)
+    _, info = q1_next.load_dsprites([tmp_path], tmp_path, allow_download=False, allow_reconstruction=True)
+    assert info["agreement_with_reconstruction"] == dict(images=18432, pixel_exact=18431, differing_pixels=1)
+
+
+# ---------------------------------------------------------------- run control (issue 19, 22)
+KW = dict(config=dict(batch_size=16, learning_rate=1e-4), device=torch.device("cpu"), print_every=100)
+
+
+def test_a_finished_run_trains_nothing_more_when_resumed(q1_next, tmp_path, monkeypatch):
+    imgs = fake_dsprites_subset(n=256)
+    model, history, info = q1_next.train_vae("f", imgs, q1_next.ConstantBeta(), iterations=5, checkpoint_dir=tmp_path, **KW)
+    calls = []
+    monkeypatch.setattr(q1_next, "vae_step", lambda *a: calls.append(1))
+    again, history2, info2 = q1_next.train_vae("f", imgs, q1_next.ConstantBeta(), iterations=5, checkpoint_dir=tmp_path, **KW)
+    assert calls == [] and info2["iterations"] == 5 and info2["segments"] == 1
+    assert history2["kl"] == history["kl"]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+
+
+def test_a_paused_segment_resumes_to_the_same_model_as_one_run(q1_next, tmp_path, monkeypatch):
+    imgs = fake_dsprites_subset(n=256)
+    straight, h1, _ = q1_next.train_vae("s", imgs, q1_next.PIController(8.0), iterations=6, checkpoint_dir=tmp_path / "a", **KW)
+    clock = iter(np.arange(0, 1e6, 30.0))  # every reading of the clock is 30 s later
+    monkeypatch.setattr(q1_next.time, "time", lambda: next(clock))
+    with pytest.raises(q1_next.TrainingPaused, match="run the notebook again"):
+        q1_next.train_vae("s", imgs, q1_next.PIController(8.0), iterations=6, checkpoint_dir=tmp_path / "b",
+                          segment_minutes=1.5, **KW)
+    monkeypatch.undo()
+    saved = torch.load(tmp_path / "b" / "q1_s.pt", weights_only=False)
+    assert 0 < saved["step"] < 6 and saved["segments"][0]["end"] == saved["step"]
+    resumed, h2, info = q1_next.train_vae("s", imgs, q1_next.PIController(8.0), iterations=6, checkpoint_dir=tmp_path / "b", **KW)
+    assert info["segments"] == 2 and info["iterations"] == 6 and len(h2["kl"]) == 6
+    assert [s["start"] for s in info["segment_log"]] == [0, saved["step"]] and info["segment_log"][-1]["end"] == 6
+    assert np.allclose(h1["beta"], h2["beta"]) and np.allclose(h1["kl"], h2["kl"])
+    assert all(torch.allclose(a, b) for a, b in zip(straight.parameters(), resumed.parameters()))
+
+
+def test_every_image_is_used_once_per_epoch(q1_next):
+    stream = q1_next.batches(100, 10, torch.Generator().manual_seed(0))
+    epoch = torch.cat([next(stream) for _ in range(10)])
+    assert sorted(epoch.tolist()) == list(range(100))
+    stream = q1_next.batches(105, 10, torch.Generator().manual_seed(0))  # the partial batch is dropped
+    assert all(len(next(stream)) == 10 for _ in range(25))
+
+
+def test_convergence_is_judged_on_the_last_two_tenths(q1_next):
+    history = dict(recon=[100.0] * 80 + [40.5] * 10 + [40.0] * 10, beta=[3.0] * 100)
+    c = q1_next.convergence(history, dict(recon_plateau=0.02, beta_drift=0.01))
+    assert c["recon_plateau"]["value"] == pytest.approx(40 / 40.5 - 1) and c["recon_plateau"]["within"]
+    assert c["beta_drift"]["value"] == 0 and c["beta_drift"]["within"]
+    history["recon"][-10:] = [38.0] * 10
+    assert not q1_next.convergence(history, dict(recon_plateau=0.02, beta_drift=0.01))["recon_plateau"]["within"]
+
+
+def test_weights_round_trip_and_refuse_other_settings(q1_next, tmp_path):
+    imgs = fake_dsprites_subset(n=256)
+    model, history, info = q1_next.train_vae("w", imgs, q1_next.ConstantBeta(), iterations=3, checkpoint_dir=tmp_path, **KW)
+    q1_next.export_weights(tmp_path / "w.pt", model, history, info, KW["config"])
+    loaded, h, i = q1_next.load_weights(tmp_path / "w.pt", KW["config"], torch.device("cpu"))
+    x = torch.from_numpy(imgs[:4]).float().unsqueeze(1)
+    assert torch.allclose(model.encoder(x)[0], loaded.encoder(x)[0]) and list(h["kl"]) == history["kl"] and i == info
+    with pytest.raises(ValueError, match="FROM_WEIGHTS = False"):
+        q1_next.load_weights(tmp_path / "w.pt", dict(KW["config"], learning_rate=1.0), torch.device("cpu"))
+    with pytest.raises(FileNotFoundError, match="weights/"):
+        q1_next.load_weights(tmp_path / "none.pt", KW["config"], torch.device("cpu"))
+
+
+# ---------------------------------------------------------------- evaluation inputs (issue 22)
+def test_prior_codes_are_standard_normal_and_repeat_with_their_seed(q1_next):
+    z = q1_next.prior_codes(20000, seed=3)
+    assert z.shape == (20000, 10)
+    assert np.allclose(z.mean(0).numpy(), 0, atol=0.05) and np.allclose(z.var(0).numpy(), 1, atol=0.05)
+    assert torch.equal(z, q1_next.prior_codes(20000, seed=3)) and not torch.equal(z, q1_next.prior_codes(20000, seed=4))
+
+
+def test_samples_are_the_sigmoid_of_the_decoder_logits_of_prior_codes(q1_next):
+    torch.manual_seed(0)
+    model = q1_next.VAE().eval()
+    probabilities = q1_next.prior_samples(model, 7, seed=5)
+    with torch.no_grad():
+        expected = torch.sigmoid(model.decoder(q1_next.prior_codes(7, 5))).squeeze(1).numpy()
+    assert probabilities.shape == (7, 64, 64) and np.allclose(probabilities, expected, atol=1e-6)
+    assert probabilities.min() >= 0 and probabilities.max() <= 1
+    assert np.allclose(probabilities, model.sample(7, torch.Generator().manual_seed(5)).squeeze(1).numpy(), atol=1e-6)
+
+
+def test_precision_and_recall_separate_fidelity_from_coverage(q1_next):
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(600, 8))
+    same = q1_next.precision_recall(real, rng.normal(size=(600, 8)))
+    assert same["precision"] > 0.8 and same["recall"] > 0.8
+    collapsed = q1_next.precision_recall(real, rng.normal(scale=0.1, size=(600, 8)))  # faithful but not diverse
+    assert collapsed["precision"] > 0.9 and collapsed["recall"] < 0.2
+    far = q1_next.precision_recall(real, rng.normal(loc=6.0, size=(600, 8)))  # diverse but off the data
+    assert far["precision"] < 0.05
+    with pytest.raises(ValueError, match="more than 3"):
+        q1_next.precision_recall(real[:3], real[:3])
+
+
+def test_the_real_data_has_no_blank_image_through_the_models_function(q1_next):
+    imgs = q1_next.render_dsprites_subset()
+    assert q1_next.blank_share(imgs.astype(float), imgs.mean()) == 0.0
+    assert q1_next.blank_share(np.zeros((4, 64, 64)), imgs.mean()) == 1.0
+
+
+def test_sampled_codes_follow_the_posterior(q1_next):
+    means, logvars = np.full((40000, 2), 3.0), np.log(np.full((40000, 2), 0.25))
+    z = q1_next.sampled_codes(means, logvars, seed=0)
+    assert np.allclose(z.mean(0), 3.0, atol=0.02) and np.allclose(z.std(0), 0.5, atol=0.02)
+
+
+def test_a_carrier_does_not_survive_on_a_latent_that_passes_nothing(q1_next):
+    factors = q1_next.subset_latent_grid()
+    rng = np.random.default_rng(0)
+    means = np.c_[factors.astype(float), rng.normal(size=(len(factors), 6))]
+    logvars = np.zeros_like(means)
+    logvars[:, :4] = np.log(1e-4)  # latents 0-3 pass their factor; now make latent 0 (shape) pure noise
+    logvars[:, 0] = np.log(100.0)
+    _, gaps, normalised = q1_next.mig(means, factors)
+    _, _, sampled = q1_next.mig(q1_next.sampled_codes(means, logvars, 0), factors)
+    entropies = np.array([q1_next.entropy(factors[:, k]) for k in range(4)])
+    c = q1_next.carriers(normalised, sampled, gaps, entropies, kl_latents=np.r_[0.01, 5, 5, 5, np.zeros(6)])
+    assert c["shape"]["latent"] == 0 and not c["shape"]["survives"]
+    assert c["scale"]["survives"] and c["posX"]["survives"] and c["posY"]["survives"]
+
+
+def test_rankings_follow_the_primary_metric_and_report_disagreements(q1_next):
+    scores = dict(a=dict(fid_binary=10.0, fid=50.0), b=dict(fid_binary=20.0, fid=40.0), c=dict(fid_binary=30.0, fid=60.0))
+    assert q1_next.rank_by(scores, "fid_binary") == ["a", "b", "c"]
+    assert q1_next.ranking_disagreements(scores) == [("a", "b")]
+
+
+# ---------------------------------------------------------------- the notebook, end to end
+def test_q1_next_runs_end_to_end_and_again_from_its_weights(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    np.savez_compressed(data / "sh3_sc6_y32_x32_imgs.npz", imgs=fake_dsprites_subset())
+    params = dict(PROFILE="smoke", DATA_ROOT=str(data), DATA_DIR=str(data), OUTPUT_DIR=str(tmp_path),
+                  ALLOW_DOWNLOAD=False, ALLOW_RECONSTRUCTION=False)
+    nb = run_notebook(Q1_NEXT, tmp_path, **params)
+    results = json.loads((tmp_path / "results" / "q1.json").read_text())
+    assert results["run"]["profile"] == "smoke"
+    assert results["data"]["source"] == "course file" and results["data"]["reconstructed"] is False
+    # the course file is checked against the reconstruction (a fake one agrees on few images)
+    check = results["data"]["agreement_with_reconstruction"]
+    assert check["images"] == 18432 and check["pixel_exact"] < 18432
+    assert set(results["models"]) == {"vae", "controlvae_kl8", "controlvae_kl14"}
+    assert results["fid"]["primary"] == "fid_binary" and results["training"]["iterations"] == 12
+    for name, model in results["models"].items():
+        assert model["iterations"] == 12 and model["segments"] == 1 and model["train_hours"] > 0
+        assert np.isfinite(model["fid"]) and model["fid"] > 0 and np.isfinite(model["fid_binary"])
+        assert 0 <= model["precision"] <= 1 and 0 <= model["recall"] <= 1
+        assert 0 <= model["blank_share"] <= 1 and 0 <= model["mig"] <= 1 and 0 <= model["mig_sampled"] <= 1
+        assert set(model["mig_factors"]) == {"shape", "scale", "posX", "posY"}
+        assert set(model["convergence"]) == {"recon_plateau", "beta_drift"}
+        assert model["convergence"]["recon_plateau"]["tolerance"] == 0.02
+        assert len(model["kl_per_latent"]) == 10
+    reference = results["reference"]
+    assert reference["blank_share"] == 0.0 and 0 <= reference["precision"] <= 1 and 0 <= reference["recall"] <= 1
+    assert results["fid"]["ranking"] == sorted(results["models"], key=lambda n: results["models"][n]["fid_binary"])
+    # each ControlVAE ran with its own set point
+    assert results["models"]["controlvae_kl8"]["set_point"] == 8.0
+    assert results["models"]["controlvae_kl14"]["set_point"] == 14.0
+    assert results["controller"] == dict(results["controller"], kp=0.01, ki=0.001, beta_min=1.0)
+    assert results["fid"]["num_real"] == results["fid"]["num_gen"] == 16 and np.isfinite(results["fid_floor"])
+    # the FID subset and the floor subset are disjoint draws from the data
+    folders = sorted((data / "fid").glob("q1_*"))
+    indices = [set(np.load(f / "indices.npy").tolist()) for f in folders]
+    assert len(folders) == 2 and not indices[0] & indices[1] and all(len(i) == 16 for i in indices)
+    written = sorted(p.stem for p in (tmp_path / "figures").glob("q1_*.png"))
+    for name in ("q1_data", "q1_vae_losses", "q1_vae_samples", "q1_controlvae_kl", "q1_controlvae_recon",
+                 "q1_controlvae_beta", "q1_controlvae_kl8_samples", "q1_controlvae_kl14_samples",
+                 "q1_vae_traversal", "q1_kl_per_latent"):
+        assert name in written and (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
+    assert image_outputs(nb) >= len(written), "every saved figure must also be shown in the notebook"
+    samples = sorted((tmp_path / "samples" / "q1_vae").glob("*.png"))
+    assert len(samples) == 16 and Image.open(samples[0]).size == (64, 64)
+    binary = np.stack([np.array(Image.open(p)) for p in sorted((tmp_path / "samples" / "q1_vae_binary").glob("*.png"))])
+    assert binary.shape == (16, 64, 64) and set(np.unique(binary)) <= {0, 255}
+    assert '"profile": "smoke"' in outputs_text(nb)
+
+    # the final weights reproduce every number without training
+    assert sorted(p.name for p in (tmp_path / "weights").glob("*.pt")) == [
+        "q1_controlvae_kl14.pt", "q1_controlvae_kl8.pt", "q1_vae.pt"]
+    (tmp_path / "checkpoints").rename(tmp_path / "checkpoints_moved")
+    nb = run_notebook(Q1_NEXT, tmp_path, FROM_WEIGHTS=True, **params)
+    again = json.loads((tmp_path / "results" / "q1.json").read_text())
+    assert not (tmp_path / "checkpoints" / "q1_vae.pt").exists(), "FROM_WEIGHTS must not train"
+    for name, model in results["models"].items():
+        for key in ("fid", "fid_binary", "precision", "recall", "mig", "final_kl", "iterations", "segments"):
+            assert again["models"][name][key] == model[key], (name, key)
+    assert "final weights loaded" in outputs_text(nb)
+
+
