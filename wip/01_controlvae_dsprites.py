@@ -1046,9 +1046,13 @@ def precision_recall(real, generated, k=3):
     return dict(precision=float(precision), recall=float(recall))
 
 
+def blank_mask(probabilities, data_mean_pixel, fraction=0.2):
+    """Images whose mean pixel is below `fraction` of the data's mean pixel (they draw almost nothing)."""
+    return probabilities.reshape(len(probabilities), -1).mean(axis=1) < fraction * data_mean_pixel
+
+
 def blank_share(probabilities, data_mean_pixel, fraction=0.2):
-    """Share of images whose mean pixel is below `fraction` of the data's mean pixel."""
-    return float((probabilities.reshape(len(probabilities), -1).mean(axis=1) < fraction * data_mean_pixel).mean())
+    return float(blank_mask(probabilities, data_mean_pixel, fraction).mean())
 
 
 def binarise(probabilities, threshold=0.5):
@@ -1144,7 +1148,7 @@ def final_kl_per_latent(history, fraction=0.1):
 
 def blank_sample_geometry(codes, probabilities, data_means, active, data_mean_pixel):
     """|z| and the distance to the nearest encoded data mean, over the active latents, for blank and other samples."""
-    blank = probabilities.reshape(len(probabilities), -1).mean(axis=1) < 0.2 * data_mean_pixel
+    blank = blank_mask(probabilities, data_mean_pixel)
     z = np.asarray(codes, dtype=np.float64)[:, active]
     nearest = pairwise_distances(z, np.asarray(data_means, dtype=np.float64)[:, active]).min(axis=1)
     norm = np.linalg.norm(z, axis=1)
@@ -1173,7 +1177,7 @@ def plot_blank_geometry(geometry, title):
 
 
 # %%
-blank = PROBABILITIES["vae"].reshape(len(PROBABILITIES["vae"]), -1).mean(axis=1) < 0.2 * DATA_INFO["mean_pixel"]
+blank = blank_mask(PROBABILITIES["vae"], DATA_INFO["mean_pixel"])
 print(f"VAE: {blank.sum()} of {len(blank)} prior samples are blank ({100 * blank.mean():.1f}%); real images: "
       f"{100 * REFERENCE['blank_share']:.1f}%")
 if blank.any():
