@@ -117,8 +117,7 @@ def save_figure(fig, name):
     fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)
     show_png(path)
-    print(f"saved figures/{name}")
-    return path
+    print(f"saved figures/{name}")  # returns None: a path as a cell's last value would print the machine's folders
 
 
 def show_png(path):
