@@ -1047,6 +1047,13 @@ SEARCH_SETTINGS = [
 ]
 
 
+def seeded_trainer(kind, make_nets, setting, seed, device, ema_decay):
+    """A trainer whose networks are initialised from `seed`: every setting of a search starts from the same networks."""
+    torch.manual_seed(seed)
+    generator_net, discriminator_net = make_nets()
+    return GANTrainer(kind, generator_net, discriminator_net, setting, device, ema_decay)
+
+
 def search_score(tracked):
     """Final cheap FD plus how far it has fallen from the best: lower is better."""
     values = [v for _, v in tracked]
@@ -1146,8 +1153,7 @@ TRAIN_KW = dict(check_every=SETTINGS["cheap_fd_every"], checkpoint_dir=CHECKPOIN
 
 
 def gan_trainer(setting):
-    torch.manual_seed(SEED)  # every setting starts from the same initial networks
-    return GANTrainer("gan", Generator(), Discriminator(), setting, DEVICE, EMA_DECAY)
+    return seeded_trainer("gan", lambda: (Generator(), Discriminator()), setting, SEED, DEVICE, EMA_DECAY)
 
 
 def train_gan_setting(name, trainer, iterations, setting):
@@ -1299,8 +1305,7 @@ WGAN_SETTINGS = [dict(WGAN, lr=lr) for lr in WGAN_LRS]
 
 
 def wgan_trainer(setting):
-    torch.manual_seed(SEED)  # both rates start from the same initial networks
-    return GANTrainer("wgan", Generator(), Discriminator(), setting, DEVICE, EMA_DECAY)
+    return seeded_trainer("wgan", lambda: (Generator(), Discriminator()), setting, SEED, DEVICE, EMA_DECAY)
 
 
 def train_wgan_setting(name, trainer, iterations, setting):
@@ -1464,8 +1469,8 @@ REAL_32 = pad_to_32(REAL_28)
 
 
 def ssgan_trainer(setting):
-    torch.manual_seed(SEED)
-    return GANTrainer("ssgan", SSGenerator(ch=widths["g"]), SSDiscriminator(ch=widths["d"]), setting, DEVICE, EMA_DECAY)
+    return seeded_trainer("ssgan", lambda: (SSGenerator(ch=widths["g"]), SSDiscriminator(ch=widths["d"])), setting, SEED,
+                          DEVICE, EMA_DECAY)
 
 
 def train_ssgan(name, trainer, iterations):

@@ -1,0 +1,454 @@
+"""The Q2 third run's notebook (wip/02_gans_mnist.py, training in the background; it replaces
+notebooks/02_gans_mnist.ipynb once every model has trained its iterations): resumable equal-length
+training, weight averaging, the search, and the evaluation path, stated as properties that any correct
+implementation has."""
+import copy
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import Q2_NEXT, fake_mnist, run_notebook, shared_data_root
+from test_notebooks_smoke import image_outputs, outputs_text
+
+CPU = torch.device("cpu")
+
+
+def small_real(n=256, side=28, seed=0):
+    return torch.rand(n, 1, side, side, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def gan_trainer(q, setting=None, ema_decay=0.9):
+    setting = dict(q.GAN_DEFAULT) if setting is None else setting
+    return q.seeded_trainer("gan", lambda: (q.Generator(), q.Discriminator()), setting, 0, CPU, ema_decay)
+
+
+def constant_tracker(value=1.0):
+    return lambda net: value
+
+
+def train(q, trainer, tmp_path, iterations, name="m", check_every=2, tracker=None, **kw):
+    return q.train_gan(name, trainer, small_real(), iterations, trainer.config.get("d_steps", 1), torch.randn(100, 64),
+                       tracker or constant_tracker(), check_every, tmp_path, **kw)
+
+
+def params(net):
+    return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+
+# ---------------------------------------------------------------- sampling and weight averaging
+def test_samples_come_from_eval_mode_and_the_mode_is_restored(q2_next):
+    torch.manual_seed(0)
+    G = q2_next.Generator()
+    G.train()(torch.randn(64, 64))  # running statistics that differ from any one batch's
+    z = torch.randn(10, 64)
+    out = q2_next.sample_images(G, z)
+    assert G.training
+    with torch.no_grad():
+        expected = G.eval()(z)
+        batch_stats = G.train()(z)
+    assert torch.equal(out, expected) and not torch.allclose(out, batch_stats)
+    digits = q2_next.generated_digits(G, 10, seed=3)
+    z3 = torch.randn(10, 64, generator=torch.Generator().manual_seed(4))
+    assert np.array_equal(digits, q2_next.to_uint8(q2_next.sample_images(G, z3)))
+    assert digits.shape == (10, 28, 28) and digits.dtype == np.uint8
+
+
+def test_recomputed_batchnorm_holds_the_mean_and_variance_of_its_inputs_under_fresh_noise(q2_next):
+    torch.manual_seed(0)
+    G = q2_next.Generator()
+    weights = params(G).clone()
+    inputs = []
+    first_norm = G.fc[1]
+    hook = first_norm.register_forward_hook(lambda m, i, o: inputs.append(i[0].detach()))
+    q2_next.recompute_batchnorm(G, n_batches=4, batch_size=128, seed=7)
+    hook.remove()
+    seen = torch.stack(inputs)  # (4, 128, 512)
+    assert not G.training and torch.equal(params(G), weights)  # weights untouched, eval mode
+    assert torch.allclose(first_norm.running_mean, seen.mean(dim=(0, 1)), atol=1e-5)
+    assert torch.allclose(first_norm.running_var, seen.var(dim=1, unbiased=True).mean(0), rtol=1e-4, atol=1e-6)
+    assert first_norm.momentum == 0.1  # restored for training
+    again = copy.deepcopy(G)
+    q2_next.recompute_batchnorm(again, n_batches=4, batch_size=128, seed=7)
+    assert torch.equal(again.fc[1].running_mean, first_norm.running_mean)  # seeded: the same statistics
+
+
+def test_the_average_follows_the_closed_form_and_is_not_trained(q2_next, tmp_path):
+    trainer = gan_trainer(q2_next, ema_decay=0.9)
+    start = params(trainer.G).clone()
+    assert torch.equal(params(trainer.G_ema), start) and not any(p.requires_grad for p in trainer.G_ema.parameters())
+    lives = []
+    for _ in range(3):
+        trainer.iteration(small_real(), iter([torch.arange(64)] * 2), 1)
+        lives.append(params(trainer.G).clone())
+    expected = start
+    for live in lives:
+        expected = 0.9 * expected + 0.1 * live
+    assert torch.allclose(params(trainer.G_ema), expected, atol=1e-6)
+    assert all(id(p) not in {id(q) for g in trainer.opt_g.param_groups for q in g["params"]} for p in trainer.G_ema.parameters())
+
+
+def test_the_averaged_generator_is_scored_with_its_own_batchnorm(q2_next):
+    trainer = gan_trainer(q2_next, ema_decay=0.5)
+    trainer.iteration(small_real(), iter([torch.arange(64)] * 2), 1)
+    net = trainer.generator("ema")
+    assert net is not trainer.G_ema and not net.training
+    reference = q2_next.recompute_batchnorm(copy.deepcopy(trainer.G_ema))
+    assert torch.equal(net.fc[1].running_mean, reference.fc[1].running_mean)
+    assert not torch.equal(net.fc[1].running_mean, trainer.G.fc[1].running_mean)
+    assert trainer.generator("raw") is trainer.G
+
+
+# ---------------------------------------------------------------- run control
+def test_exact_resume_gives_the_uninterrupted_run(q2_next, tmp_path):
+    whole, _ = train(q2_next, gan_trainer(q2_next), tmp_path / "a", 6)
+    straight = torch.load(tmp_path / "a" / "q2_m.pt", weights_only=False)
+    train(q2_next, gan_trainer(q2_next), tmp_path / "b", 3)
+    resumed_trainer = gan_trainer(q2_next)
+    history, info = train(q2_next, resumed_trainer, tmp_path / "b", 6)
+    for key in ("G", "D", "G_ema"):
+        for name, value in straight["trainer"][key].items():
+            assert torch.equal(value, resumed_trainer.state_dict()[key][name]), (key, name)
+    assert history["g_loss"] == whole["g_loss"] and info["segments"] == 2
+    assert [s["start"] for s in info["segment_log"]] == [0, 3] and info["segment_log"][-1]["end"] == 6
+
+
+def test_a_finished_run_trains_nothing_more(q2_next, tmp_path):
+    train(q2_next, gan_trainer(q2_next), tmp_path, 4)
+    trainer = gan_trainer(q2_next)
+    history, info = train(q2_next, trainer, tmp_path, 4)
+    saved = torch.load(tmp_path / "q2_m.pt", weights_only=False)
+    assert info["iterations"] == 4 and len(history["g_loss"]) == 4 and info["segments"] == 1
+    assert all(torch.equal(v, trainer.G.state_dict()[k]) for k, v in saved["trainer"]["G"].items())
+
+
+def test_checkpoint_of_other_settings_is_set_aside(q2_next, tmp_path):
+    train(q2_next, gan_trainer(q2_next), tmp_path, 2)
+    history, info = train(q2_next, gan_trainer(q2_next, dict(q2_next.GAN_DEFAULT, lr=1e-3)), tmp_path, 2)
+    assert info["segments"] == 1 and (tmp_path / "q2_m.other-settings.pt").is_file()
+
+
+def test_every_batch_of_an_epoch_is_used_once(q2_next):
+    stream = q2_next.batches(100, 8, torch.Generator().manual_seed(0))
+    epoch = torch.cat([next(stream) for _ in range(100 // 8)])
+    assert len(epoch) == 96 and len(set(epoch.tolist())) == 96
+    assert not torch.equal(next(stream), epoch[:8])  # the next epoch is a fresh permutation
+
+
+def test_the_last_iteration_is_always_checked_and_snapshotted(q2_next, tmp_path):
+    history, _ = train(q2_next, gan_trainer(q2_next), tmp_path, 5, check_every=2)
+    for kind in ("raw", "ema"):
+        assert [i for i, _ in history["tracked"][kind]] == [2, 4, 5]
+        assert sorted(history["snapshots"][kind]) == [2, 4, 5]
+        assert history["snapshots"][kind][5].shape == (100, 28, 28) and history["snapshots"][kind][5].dtype == np.uint8
+
+
+def test_segment_minutes_are_minutes_and_a_pause_keeps_the_checkpoint(q2_next, tmp_path):
+    t0 = time.time()
+    with pytest.raises(q2_next.TrainingPaused):
+        train(q2_next, gan_trainer(q2_next), tmp_path, 10_000, segment_minutes=1.5 / 60)
+    elapsed = time.time() - t0
+    saved = torch.load(tmp_path / "q2_m.pt", weights_only=False)
+    assert 1.5 <= elapsed < 30 and 1 < saved["step"] < 10_000
+    assert saved["segments"][0]["seconds"] >= 1.5
+
+
+def test_a_nan_loss_stops_with_a_clear_error(q2_next, tmp_path):
+    trainer = gan_trainer(q2_next)
+    with torch.no_grad():
+        trainer.D.net[-1].bias.fill_(float("nan"))
+    with pytest.raises(q2_next.NonFiniteLoss, match="iteration 1.*learning rate"):
+        train(q2_next, trainer, tmp_path, 3)
+
+
+# ---------------------------------------------------------------- the reported generator
+def history_with(raw, ema):
+    its = [500 * (i + 1) for i in range(len(raw))]
+    best = lambda values: dict(iteration=its[int(np.argmin(values))], cheap_fd=float(min(values)), G=None)
+    return dict(tracked=dict(raw=list(zip(its, raw)), ema=list(zip(its, ema))), best=dict(raw=best(raw), ema=best(ema)))
+
+
+@pytest.mark.parametrize("raw, ema, kind, restored, iteration", [
+    ([9, 5, 4, 4, 4], [9, 6, 5, 3, 3], "ema", False, 2500),   # the average is lower over the last three checks
+    ([9, 5, 4, 3, 3], [9, 6, 5, 3, 3], "raw", False, 2500),   # a tie goes to the trained generator
+    ([9, 2, 4, 3, 3], [9, 6, 5, 6, 6], "raw", True, 1000),    # final 3 > 1.2 x best 2: the best is reported
+    ([9, 5, 2.5, 3, 3], [9, 9, 9, 9, 9], "raw", False, 2500),  # 3 <= 1.2 x 2.5: the final one stays
+])
+def test_the_report_picks_the_kind_and_the_iteration(q2_next, raw, ema, kind, restored, iteration):
+    report = q2_next.choose_report(history_with(raw, ema))
+    assert (report["kind"], report["restored_best"], report["iteration"]) == (kind, restored, iteration)
+    assert report["cheap_fd"] == pytest.approx(min(raw if kind == "raw" else ema) if restored else (raw if kind == "raw" else ema)[-1])
+
+
+def test_the_restored_best_is_the_network_that_scored_best(q2_next, tmp_path):
+    scores = iter([5.0, 9.0, 1.0, 9.0, 9.0, 9.0])  # checks at 2, 4, 6, each scoring raw then ema
+    scored = {}
+
+    def tracker(net):
+        value = next(scores)
+        scored.setdefault(value, {k: v.clone() for k, v in net.state_dict().items()})
+        return value
+
+    trainer = gan_trainer(q2_next)
+    history, _ = train(q2_next, trainer, tmp_path, 6, check_every=2, tracker=tracker)
+    report = q2_next.choose_report(history)
+    assert (report["kind"], report["restored_best"], report["iteration"]) == ("raw", True, 4)
+    net = q2_next.reported_generator(trainer, history, report)
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in scored[1.0].items())
+    assert not net.training and net is not trainer.G
+    assert not torch.equal(params(net), params(trainer.G))  # the live generator is left as trained
+
+
+def test_stages_are_at_5_50_and_100_percent_of_the_reported_iteration(q2_next):
+    snapshots = {i: np.full((100, 28, 28), i % 256, np.uint8) for i in range(500, 20_001, 500)}
+    stages = q2_next.select_stages(snapshots, 12_000)
+    assert [it for it, _ in stages.values()] == [500, 6000, 12_000]
+    assert all(np.array_equal(images, snapshots[it]) for it, images in stages.values())
+    assert [it for it, _ in q2_next.select_stages(snapshots, 20_000).values()] == [1000, 10_000, 20_000]
+
+
+def test_final_weights_round_trip_and_refuse_other_settings(q2_next, tmp_path):
+    trainer = gan_trainer(q2_next)
+    history, info = train(q2_next, trainer, tmp_path, 4)
+    report = q2_next.choose_report(history)
+    net = q2_next.reported_generator(trainer, history, report)
+    config = dict(trainer.config, kind="gan", iterations=4)
+    q2_next.export_generator(tmp_path / "w.pt", net, history, info, report, config)
+    loaded, light, info2, report2 = q2_next.load_generator(tmp_path / "w.pt", q2_next.Generator(), config, CPU)
+    z = torch.randn(8, 64)
+    assert torch.equal(q2_next.sample_images(loaded, z), q2_next.sample_images(net, z))
+    assert report2 == report and info2["iterations"] == 4 and len(light["g_loss"]) == 4
+    assert set(light["snapshots"]) == {report["kind"]}
+    with pytest.raises(ValueError, match="FROM_WEIGHTS = False"):
+        q2_next.load_generator(tmp_path / "w.pt", q2_next.Generator(), dict(config, lr=1.0), CPU)
+    with pytest.raises(FileNotFoundError, match="FROM_WEIGHTS"):
+        q2_next.load_generator(tmp_path / "missing.pt", q2_next.Generator(), config, CPU)
+
+
+# ---------------------------------------------------------------- the search
+def test_every_setting_starts_from_the_same_networks(q2_next):
+    a = gan_trainer(q2_next, dict(q2_next.GAN_DEFAULT))
+    b = gan_trainer(q2_next, dict(q2_next.GAN_DEFAULT, lr=1e-3, betas=(0.0, 0.9)))
+    assert torch.equal(params(a.G), params(b.G)) and torch.equal(params(a.D), params(b.D))
+
+
+def test_successive_halving_keeps_the_better_half_and_ranks_the_furthest_first(q2_next):
+    scores = {0: 5.0, 1: 1.0, 2: 3.0, 3: 2.0, 4: 4.0}
+    reached = {}
+
+    def advance(i, rung):
+        reached[i] = rung
+        return scores[i] + (10 if rung == 200 and i == 1 else 0)  # setting 1 collapses on the second rung
+
+    rows = q2_next.successive_halving(5, [100, 200], advance)
+    assert reached == {0: 100, 1: 200, 2: 100, 3: 200, 4: 100}  # the better two (1 and 3) went on
+    assert [r["index"] for r in rows] == [3, 1, 2, 4, 0]  # furthest rung first, then score
+
+
+def test_search_score_rewards_the_end_and_penalises_a_fall_from_the_best(q2_next):
+    assert q2_next.search_score([(1, 10.0), (2, 5.0)]) == 5.0
+    assert q2_next.search_score([(1, 3.0), (2, 5.0)]) == 7.0
+
+
+def test_the_search_scores_each_row_at_its_rungs_end_and_its_winner_continues(q2_next, tmp_path, monkeypatch):
+    monkeypatch.setattr(q2_next, "CHECKPOINTS", tmp_path, raising=False)
+    settings = [dict(q2_next.GAN_DEFAULT, lr=lr) for lr in (2e-4, 1e-3, 5e-5)]
+    fd = iter(np.linspace(9, 1, 200))  # every check scores lower than the one before
+    tracker = lambda net: float(next(fd))
+    make = lambda s: gan_trainer(q2_next, s)
+    run = lambda name, trainer, it, s: train(q2_next, trainer, tmp_path, it, name=name, tracker=tracker)
+    rows = q2_next.run_search("gan", settings, [2, 4], make, run, "s")
+    assert [r["iterations"] for r in rows] == [4, 2, 2]
+    for row in rows:
+        assert row["score"] == pytest.approx(q2_next.search_score(row["tracked"]))
+        assert row["tracked"][-1][0] == row["iterations"]  # scored at the end of its rung
+    assert rows[0]["score"] == min(r["score"] for r in rows if r["iterations"] == 4)
+    q2_next.adopt_winner("s", rows, "gan")
+    assert sorted(p.name for p in tmp_path.glob("q2_*.pt")) == ["q2_gan.pt"]
+    history, info = train(q2_next, make(settings[rows[0]["candidate"]]), tmp_path, 6, name="gan", tracker=tracker)
+    assert info["segment_log"][0]["start"] == 0 and info["segment_log"][-1]["start"] == 4  # continued, not restarted
+
+
+# ---------------------------------------------------------------- the classifier and its scores
+class RangeProbe(nn.Module):
+    """A 'classifier' that records its input and labels a digit by its mean pixel: class = round(4.5 (mean + 1))."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Flatten()
+        self.head = nn.Identity()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x)
+        label = torch.round(4.5 * (x.mean(dim=(1, 2, 3)) + 1)).long().clamp(0, 9)
+        return 50.0 * nn.functional.one_hot(label, 10).float()
+
+
+def test_the_classifier_sees_digits_in_the_range_it_was_trained_on(q2_next):
+    probe = RangeProbe()
+    black, white = np.zeros((3, 28, 28), np.uint8), np.full((2, 28, 28), 255, np.uint8)
+    probs = q2_next.classifier_probabilities(probe, np.concatenate([black, white]), CPU)
+    seen = torch.cat(probe.seen)
+    assert seen.min() == -1 and seen.max() == 1  # the scaling of to_model_range, as in training
+    assert np.allclose(probs.sum(1), 1) and q2_next.class_shares(probs) == [0.6] + [0.0] * 8 + [0.4]
+    assert q2_next.legible_share(probs) == 1.0
+
+
+def test_legible_share_counts_confident_labels_only(q2_next):
+    probs = np.array([[0.9, 0.1] + [0] * 8, [0.89, 0.11] + [0] * 8, [0.5, 0.5] + [0] * 8, [0, 1.0] + [0] * 8])
+    assert q2_next.legible_share(probs) == 0.5 and q2_next.class_shares(probs)[:2] == [0.75, 0.25]
+
+
+def test_the_cheap_fd_uses_the_penultimate_features_and_fixed_noise(q2_next):
+    torch.manual_seed(0)
+    classifier = q2_next.DigitClassifier().eval()
+    real = small_real(300)
+    cheap = q2_next.make_cheap_fd(classifier, real, 200, CPU, seed=0)
+    G = q2_next.Generator()
+    first = cheap(G)
+    assert cheap(G) == first  # the same noise every check
+    with torch.no_grad():
+        classifier.head.weight.mul_(5)  # the logits change; the features do not
+    assert cheap(G) == pytest.approx(first, rel=1e-9)
+    z = torch.randn(200, 64, generator=torch.Generator().manual_seed(1))
+    fake = q2_next.to_model_range(q2_next.to_uint8(q2_next.sample_images(G, z)))
+    idx = torch.randperm(300, generator=torch.Generator().manual_seed(0))[:200]
+    stats = [q2_next.gaussian_stats(q2_next.classifier_features(classifier, x)) for x in (real[idx], fake)]
+    assert first == pytest.approx(q2_next.frechet_distance(*stats), rel=1e-9)
+
+
+@pytest.fixture(scope="module")
+def real_mnist(q2_next):
+    root = shared_data_root()
+    if root is None or not (root / "MNIST" / "raw").is_dir():
+        pytest.skip("offline MNIST not found (set HW6_DATA_ROOT)")
+    train_set = q2_next.load_mnist([root], root, False, train=True)
+    test_set = q2_next.load_mnist([root], root, False, train=False)
+    return train_set, test_set
+
+
+def test_real_test_digits_score_as_real_digits_through_the_notebooks_path(q2_next, real_mnist, tmp_path):
+    (train_images, train_labels, _), (test_images, test_labels, _) = real_mnist
+    classifier, info = q2_next.trained_classifier(tmp_path / "c.pt", train_images[:10000], train_labels[:10000], 300, CPU)
+    again, info2 = q2_next.trained_classifier(tmp_path / "c.pt", train_images[:10000], train_labels[:10000], 300, CPU)
+    assert info2["loaded"] == "c.pt" and info["loaded"] is None
+    probs = q2_next.classifier_probabilities(again, test_images[:3000], CPU)
+    shares = np.array(q2_next.class_shares(probs))
+    assert np.all((shares > 0.07) & (shares < 0.13))  # near uniform, as MNIST's classes are
+    assert q2_next.legible_share(probs) > 0.8 and (probs.argmax(1) == test_labels[:3000]).mean() > 0.9
+
+
+# ---------------------------------------------------------------- FID-side helpers
+def test_precision_and_recall_measure_fidelity_and_coverage(q2_next):
+    rng = np.random.default_rng(0)
+    real = np.concatenate([rng.normal(0, 0.1, (100, 4)), rng.normal(5, 0.1, (100, 4))])
+    same = q2_next.precision_recall(real, real.copy())
+    one_mode = q2_next.precision_recall(real, rng.normal(0, 0.1, (100, 4)))
+    far = q2_next.precision_recall(real, rng.normal(50, 0.1, (100, 4)))
+    assert same == dict(precision=1.0, recall=1.0)
+    assert one_mode["precision"] >= 0.85 and 0.3 <= one_mode["recall"] <= 0.5  # faithful, but half the modes
+    assert far == dict(precision=0.0, recall=0.0)
+
+
+def test_features_are_cached_by_content(q2_next, tmp_path):
+    calls = []
+
+    def fake_features(images, model, device, batch_size):
+        calls.append(len(images))
+        return images.reshape(len(images), -1).astype(np.float64)
+
+    real_features = q2_next.inception_features
+    q2_next.inception_features = fake_features
+    try:
+        a = np.zeros((5, 28, 28), np.uint8)
+        b = a.copy()
+        b[0, 0, 0] = 1
+        first = q2_next.cached_features(a, None, CPU, 10, tmp_path, 2048)
+        second = q2_next.cached_features(a.copy(), None, CPU, 10, tmp_path, 2048)
+        third = q2_next.cached_features(b, None, CPU, 10, tmp_path, 2048)
+    finally:
+        q2_next.inception_features = real_features
+    assert calls == [5, 5] and np.array_equal(first, second) and not np.array_equal(first, third)
+
+
+def test_too_few_images_for_fid_is_refused(q2_next):
+    with pytest.raises(ValueError, match="at least 2048"):
+        q2_next.feature_statistics(np.zeros((100, 2048)), 2048)
+    with pytest.raises(ValueError, match=">= 2048"):
+        q2_next.check_fid_counts((5000, 1000), 2048)
+
+
+# ---------------------------------------------------------------- the whole notebook, smoke profile
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("q2_next")
+    data = fake_mnist(tmp_path / "data")
+    kw = dict(PROFILE="smoke", DATA_ROOT=str(data), DATA_DIR=str(data), OUTPUT_DIR=str(tmp_path), ALLOW_DOWNLOAD=False)
+    nb = run_notebook(Q2_NEXT, tmp_path, **kw)
+    results = json.loads((tmp_path / "results" / "q2.json").read_text())
+    return tmp_path, kw, nb, results
+
+
+def test_smoke_run_trains_each_model_its_iterations_and_records_how(smoke_run):
+    tmp_path, _, nb, r = smoke_run
+    iterations = dict(gan=8, wgan=6, ssgan=6)  # the smoke profile's
+    assert r["run"]["iterations"] == iterations
+    for name, m in r["models"].items():
+        assert m["iterations"] == iterations[name] and m["segment_log"][-1]["end"] == iterations[name]
+        assert m["train_hours"] == pytest.approx(sum(s["seconds"] for s in m["segment_log"]) / 3600)
+        assert m["reported"]["kind"] in ("raw", "ema") and 0 < m["reported"]["iteration"] <= iterations[name]
+        assert m["d_steps"] == {"gan": r["settings"]["gan"]["d_steps"], "wgan": 5, "ssgan": 1}[name]
+        assert m["image_size"] == [28, 28] and len(list((tmp_path / "samples" / f"q2_{name}").glob("*.png"))) == 16
+        for key in ("precision", "recall", "legible_share"):
+            assert 0 <= m[key] <= 1
+        assert sum(m["class_share"]) == pytest.approx(1)
+    assert "not the official 60,000" in outputs_text(nb) and "REDUCED WIDTH" in outputs_text(nb)
+
+
+def test_smoke_run_search_chooses_its_best_row_and_the_gan_continues_from_it(smoke_run):
+    _, _, _, r = smoke_run
+    rows, chosen = r["search"]["rows"], r["search"]["chosen"]
+    assert len(rows) == 5 and r["search"]["rungs"] == [2, 4]
+    assert any(s == dict(lr=2e-4, betas=[0.5, 0.999], d_steps=1, batch_size=64) for s in r["search"]["settings"])
+    furthest = max(row["iterations"] for row in rows)
+    assert rows[0]["score"] == min(row["score"] for row in rows if row["iterations"] == furthest)
+    assert {k: rows[0][k] for k in chosen} == chosen
+    log = r["models"]["gan"]["segment_log"]
+    assert log[0]["start"] == 0 and any(s["start"] == furthest for s in log)  # the search's run, continued
+    trial = r["wgan_lr"]["rows"]
+    assert sorted(row["lr"] for row in trial) == sorted(r["wgan_lr"]["rates"]) and r["wgan_lr"]["chosen"] == trial[0]["lr"]
+
+
+def test_smoke_run_references_are_real_digits_of_another_split(smoke_run):
+    tmp_path, _, _, r = smoke_run
+    ref = r["reference"]
+    assert ref["fid"] == r["fid_floor"] and 0 <= ref["precision"] <= 1 and 0 <= ref["recall"] <= 1
+    assert "test" in r["fid"]["floor_subset"] and "train" in r["fid"]["real_subset"]
+    assert len(ref["class_share"]) == 10 and 0 <= ref["legible_share"] <= 1
+
+
+def test_smoke_run_shows_every_figure_it_saves(smoke_run):
+    tmp_path, _, nb, _ = smoke_run
+    written = {p.name for p in (tmp_path / "figures").glob("q2_*.png")}
+    expected = {f"q2_{n}_{f}.png" for n in ("gan", "wgan", "ssgan") for f in ("losses", "stages")}
+    assert expected | {"q2_search.png", "q2_wgan_lr.png", "q2_quality_over_training.png", "q2_class_shares.png"} <= written
+    assert image_outputs(nb) >= len(written)
+
+
+def test_from_weights_reproduces_every_score_without_training(smoke_run):
+    tmp_path, kw, _, before = smoke_run
+    for checkpoint in (tmp_path / "checkpoints").glob("*.pt"):
+        checkpoint.unlink()  # what the final commit keeps: weights/ only
+    nb = run_notebook(Q2_NEXT, tmp_path, **dict(kw, FROM_WEIGHTS=True))
+    after = json.loads((tmp_path / "results" / "q2.json").read_text())
+    assert not list((tmp_path / "checkpoints").glob("*.pt"))  # nothing trained
+    for name in ("gan", "wgan", "ssgan"):
+        for key in ("fid", "precision", "recall", "legible_share", "class_share", "reported", "segment_log"):
+            assert after["models"][name][key] == before["models"][name][key], (name, key)
+    assert after["search"]["rows"] == before["search"]["rows"]
+    text = outputs_text(nb)
+    assert " ETA " not in text and "resumed from checkpoint" not in text and "final generator loaded" in text
