@@ -3,7 +3,8 @@
    (images/s each, their ratio, and the absolute FID difference, which must be < 1e-3);
 2. one training step per model (VAE, GAN, WGAN, SSGAN): seconds per step with the notebooks' data
    path (a uint8 tensor indexed in memory) vs a plain reference loop (DataLoader over a torchvision
-   dataset, default settings), and their ratio;
+   dataset, default settings), and their ratio; 2b. SSGAN's step at widths 32, 48 and 64 (the
+   `cpu` profile's choice of widths);
 3. the wall time of each notebook and profile, read from results/*.json.
 
 Usage: .venv/bin/python bench/bench.py [--fid-images 2048] [--steps 20]
@@ -156,6 +157,23 @@ def bench_steps(q1, q2, steps):
         print(f"   {name:28s} {ours:17.4f} {ref:18.4f} {ref / ours:6.2f}x")
 
 
+def bench_ssgan_widths(q2, steps, widths):
+    """SSGAN seconds per iteration (one D and one G update, batch 64) at each width, generator and
+    discriminator alike: the evidence for the `cpu` profile's choice of widths."""
+    device = torch.device("cpu")
+    real = torch.rand(512, 1, 32, 32) * 2 - 1
+    print(f"2b. SSGAN step by width ({torch.get_num_threads()} torch threads)")
+    base = None
+    for width in widths:
+        torch.manual_seed(0)
+        trainer = q2.GANTrainer("ssgan", q2.SSGenerator(ch=width), q2.SSDiscriminator(ch=width), dict(q2.SSGAN), device)
+        stream = q2.batches(len(real), 64, torch.Generator().manual_seed(0))
+        seconds = time_steps(lambda: trainer.iteration(real, stream, 1), steps, warmup=1)
+        base = base or seconds
+        print(f"   widths {width:3d}/{width:<3d}: {seconds:6.3f} s/iteration ({seconds / base:4.2f}x the narrowest), "
+              f"10,000 iterations in {seconds * 10_000 / 3600:4.1f} h")
+
+
 def wall_times():
     print("3. wall time per notebook and profile (results/*.json)")
     for path in sorted((ROOT / "results").glob("q*.json")):
@@ -170,6 +188,8 @@ def main():
     parser.add_argument("--steps", type=int, default=20, help="timed steps per model for part 2")
     parser.add_argument("--real", default=None, help="real PNG folder (default: the Q1 real subset in data/fid)")
     parser.add_argument("--fake", default=str(ROOT / "samples" / "q1_vae"), help="generated PNG folder")
+    parser.add_argument("--ssgan-widths", type=int, nargs="*", default=[32, 48, 64], help="widths timed in part 2b")
+    parser.add_argument("--ssgan-steps", type=int, default=5, help="timed SSGAN iterations per width")
     args = parser.parse_args()
     q1 = load_definitions(ROOT / "notebooks" / "01_controlvae_dsprites.ipynb")
     q2 = load_definitions(ROOT / "notebooks" / "02_gans_mnist.ipynb")
@@ -178,6 +198,7 @@ def main():
         sys.exit("no real PNG folder: run the Q1 notebook first or pass --real")
     bench_fid(q1, real, args.fake, args.fid_images)
     bench_steps(q1, q2, args.steps)
+    bench_ssgan_widths(q2, args.ssgan_steps, args.ssgan_widths)
     wall_times()
 
 
