@@ -16,7 +16,19 @@ def minutes(seconds):
     return f"{seconds / 60:.1f} min"
 
 
+def hours(m):
+    return f"{m['train_hours']:.2f} h in {m['segments']} segment(s)"
+
+
 def q1_rows(r):
+    if "reference" in r:  # the third run: binary-sample FID is primary; every model trains N iterations
+        data = r["data"]["label"] if r["data"]["reconstructed"] else r["data"]["source"]
+        for name, m in r["models"].items():
+            kl = f"{m['final_kl']:.2f}" + (f" (set point {m['set_point']:g})" if m["set_point"] is not None else "")
+            more = (f"FID of the means {m['fid']:.2f}; precision {m['precision']:.3f}, recall {m['recall']:.3f}; "
+                    f"blank {100 * m['blank_share']:.1f}%; MIG {m['mig']:.3f}")
+            yield (f"Q1 {name}", data, f"{m['fid_binary']:.2f} (binary samples)", more, kl, f"{m['iterations']:,}", hours(m))
+        return
     data = "dSprites **offline stand-in**" if r["data"]["standin"] else r["data"]["source"]
     for name, m in r["models"].items():
         kl = f"{m['final_kl']:.2f}" + (f" (set point {m['set_point']:g})" if m["set_point"] is not None else "")
@@ -32,6 +44,13 @@ def q2_rows(r):
         label = f"Q2 {name}"
         if m.get("widths", {}).get("reduced"):
             label += f" (reduced width G{m['widths']['g']}/D{m['widths']['d']})"
+        if "reported" in m:  # the third run: which generator, legibility and diversity
+            rep = m["reported"]
+            more = (f"{'EMA' if rep['kind'] == 'ema' else 'trained'} generator at iteration {rep['iteration']:,}; "
+                    f"precision {m['precision']:.3f}, recall {m['recall']:.3f}; legible {m['legible_share']:.3f}; "
+                    f"class shares {min(m['class_share']):.3f}-{max(m['class_share']):.3f}")
+            yield label, data, f"{m['fid']:.2f}", more, "-", f"{m['iterations']:,}", hours(m)
+            continue
         more = f"class shares {min(m['class_share']):.3f}-{max(m['class_share']):.3f}"
         yield (label, data, f"{m['fid']:.2f}", more, "-", f"{m['iterations']:,} ({m['stop_reason']})",
                minutes(m["train_seconds"]))
@@ -41,7 +60,7 @@ def table():
     results = {p.stem: json.loads(p.read_text()) for p in sorted((ROOT / "results").glob("q*.json"))}
     if not results:
         return "_No results yet: run `make run`._"
-    lines = ["| model | data | FID | more | final KL | iterations (stop) | training time |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | data | FID | more | final KL | iterations | training time |", "|---|---|---|---|---|---|---|"]
     notes = []
     for key, rows in (("q1", q1_rows), ("q2", q2_rows)):
         if key not in results:
@@ -52,6 +71,8 @@ def table():
                      f"({r['run']['torch_threads']} torch threads), FID on {r['fid']['num_gen']:,} generated vs "
                      f"{r['fid']['num_real']:,} real images; "
                      + (f"FID floor (two disjoint real sets) {r['fid_floor']:.2f}; " if "fid_floor" in r else "")
+                     + (f"real-vs-real precision {r['reference']['precision']:.3f}, recall {r['reference']['recall']:.3f}; "
+                        if "reference" in r else "")
                      + f"notebook wall time {minutes(r['run']['wall_seconds'])}.")
     return "\n".join(lines + [""] + [f"- {n}" for n in notes])
 

@@ -25,6 +25,8 @@ def run_line(r):
 
 
 def q1_summary(r):
+    if "reference" in r:
+        return q1_third_summary(r)
     data = r["data"]
     source = ("**OFFLINE STAND-IN** rendered from the dSprites latent grid (not the real file; held-out IoU "
               f"{data['standin_check']['heldout_mean_iou']:.3f} against real samples)") if data["standin"] else data["source"]
@@ -43,7 +45,47 @@ def q1_summary(r):
     return lines
 
 
+def q1_third_summary(r):
+    data, ref = r["data"], r["reference"]
+    source = data["label"] if data["reconstructed"] else data["source"]
+    lines = [f"- Run: {run_line(r)}" + ("" if r["run"].get("trained_here", True) else ", evaluated from `weights/`") + ".",
+             f"- Data: {source}, {data['n_images']:,} images.",
+             f"- FID: {r['fid']['num_gen']:,} generated vs {r['fid']['num_real']:,} real images (pytorch-fid); primary: "
+             f"binary samples; reference (two disjoint real subsets): FID {r['fid_floor']:.2f}, precision "
+             f"{ref['precision']:.3f}, recall {ref['recall']:.3f}.",
+             f"- Training: every model exactly {r['training']['iterations']:,} iterations, batch {r['run']['batch_size']}."]
+    for name, m in r["models"].items():
+        target = "" if m["set_point"] is None else f" (set point {m['set_point']:g})"
+        lines.append(f"- {name}: final KL {m['final_kl']:.2f}{target}, reconstruction {m['final_recon']:.2f}, beta "
+                     f"{m['final_beta']:.2f}; FID {m['fid_binary']:.2f} (binary; means {m['fid']:.2f}), precision "
+                     f"{m['precision']:.3f}, recall {m['recall']:.3f}, blank samples {100 * m['blank_share']:.1f}%, MIG "
+                     f"{m['mig']:.3f}; trained in {m['segments']} segment(s), {m['train_hours']:.2f} h.")
+    return lines
+
+
+def q2_third_summary(r):
+    data, ref = r["data"], r["reference"]
+    size = f"{data['n_train']:,} MNIST training digits" + ("" if data["official_size"] else " (**not** the official 60,000)")
+    lines = [f"- Run: {run_line(r)}" + (", evaluated from `weights/`" if r["run"].get("from_weights") else "") + ".",
+             f"- Data: {size}.",
+             f"- FID: {r['fid']['num_gen']:,} generated vs {r['fid']['num_real']:,} real digits (pytorch-fid, 28x28); "
+             f"reference ({r['fid']['num_real']:,} test digits): FID {r['fid_floor']:.2f}, precision {ref['precision']:.3f}, recall "
+             f"{ref['recall']:.3f}, legible share {ref['legible_share']:.3f}."]
+    for name, m in r["models"].items():
+        width = m.get("widths", {})
+        note = f", **reduced width** G{width['g']}/D{width['d']}" if width.get("reduced") else ""
+        rep = m["reported"]
+        kind = "weight-averaged (EMA)" if rep["kind"] == "ema" else "trained"
+        lines.append(f"- {name}: FID {m['fid']:.2f}, precision {m['precision']:.3f}, recall {m['recall']:.3f}, legible "
+                     f"{m['legible_share']:.3f}, class shares {min(m['class_share']):.3f}-{max(m['class_share']):.3f}; "
+                     f"{kind} generator at iteration {rep['iteration']:,} of {m['iterations']:,} ({m['epochs']:.1f} "
+                     f"epochs, {m['segments']} segment(s), {m['train_hours']:.2f} h){note}.")
+    return lines
+
+
 def q2_summary(r):
+    if "reference" in r:
+        return q2_third_summary(r)
     data = r["data"]
     size = f"{data['n_train']:,} MNIST training digits" + ("" if data["official_size"] else " (**not** the official 60,000)")
     lines = [f"- Run: {run_line(r)}.", f"- Data: {size}.",

@@ -129,3 +129,13 @@ def fake_mnist(root, n_train=512, n_test=128, seed=0):
         write_idx(raw / f"{prefix}-images-idx3-ubyte", images, 2051)
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n), 2049)
     return root
+
+
+def rendered_by_scripts(key, results):
+    """The README rows and the notebook's run summary that scripts/ make from a results JSON."""
+    import sys
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import readme_results
+    import stamp_notebooks
+    rows = list(getattr(readme_results, f"{key}_rows")(results))
+    return rows, getattr(stamp_notebooks, f"{key}_summary")(results)

@@ -2,14 +2,13 @@
 notebooks/01_controlvae_dsprites.ipynb once every model has reached N): the dSprites reconstruction,
 equal-length resumable training, and the evaluation path, tested before the long run relies on them."""
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import Q1_NEXT, fake_dsprites_subset, run_notebook, shared_data_root
+from conftest import Q1_NEXT, fake_dsprites_subset, rendered_by_scripts, run_notebook, shared_data_root
 from test_notebooks_smoke import image_outputs, outputs_text
 
 
@@ -251,6 +250,10 @@ def test_q1_next_runs_end_to_end_and_again_from_its_weights(tmp_path):
     binary = np.stack([np.array(Image.open(p)) for p in sorted((tmp_path / "samples" / "q1_vae_binary").glob("*.png"))])
     assert binary.shape == (16, 64, 64) and set(np.unique(binary)) <= {0, 255}
     assert '"profile": "smoke"' in outputs_text(nb)
+    rows, summary = rendered_by_scripts("q1", results)  # the README table and the run summary read this format
+    assert [row[0] for row in rows] == [f"Q1 {n}" for n in results["models"]] and all(len(row) == 7 for row in rows)
+    assert all(f"{m['fid_binary']:.2f}" in row[2] for row, m in zip(rows, results["models"].values()))
+    assert sum(line.startswith(("- vae", "- controlvae")) for line in summary) == 3
 
     # the final weights reproduce every number without training
     assert sorted(p.name for p in (tmp_path / "weights").glob("*.pt")) == [

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import Q2_NEXT, fake_mnist, run_notebook, shared_data_root
+from conftest import Q2_NEXT, fake_mnist, rendered_by_scripts, run_notebook, shared_data_root
 from test_notebooks_smoke import image_outputs, outputs_text
 
 CPU = torch.device("cpu")
@@ -429,6 +429,15 @@ def test_smoke_run_references_are_real_digits_of_another_split(smoke_run):
     assert ref["fid"] == r["fid_floor"] and 0 <= ref["precision"] <= 1 and 0 <= ref["recall"] <= 1
     assert "test" in r["fid"]["floor_subset"] and "train" in r["fid"]["real_subset"]
     assert len(ref["class_share"]) == 10 and 0 <= ref["legible_share"] <= 1
+
+
+def test_the_readme_table_and_run_summary_render_this_format(smoke_run):
+    _, _, _, r = smoke_run
+    rows, summary = rendered_by_scripts("q2", r)
+    assert [row[0].split(" (")[0] for row in rows] == ["Q2 gan", "Q2 wgan", "Q2 ssgan"] and all(len(row) == 7 for row in rows)
+    for row, m in zip(rows, r["models"].values()):
+        assert row[2] == f"{m['fid']:.2f}" and f"iteration {m['reported']['iteration']:,}" in row[3]
+    assert sum(line.startswith(("- gan", "- wgan", "- ssgan")) for line in summary) == 3
 
 
 def test_smoke_run_shows_every_figure_it_saves(smoke_run):
