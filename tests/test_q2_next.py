@@ -272,6 +272,26 @@ def test_the_search_scores_each_row_at_its_rungs_end_and_its_winner_continues(q2
     assert info["segment_log"][0]["start"] == 0 and info["segment_log"][-1]["start"] == 4  # continued, not restarted
 
 
+def test_a_finished_search_is_read_back_not_rerun(q2_next, tmp_path, monkeypatch):
+    monkeypatch.setattr(q2_next, "CHECKPOINTS", tmp_path, raising=False)
+    calls = []
+
+    def fake_train(name, trainer, iterations, setting):
+        calls.append((name, iterations))
+        return dict(tracked=dict(raw=[(iterations, setting["lr"] * 1e4)])), dict(iterations=iterations, train_seconds=1.0)
+
+    settings = [dict(lr=lr, betas=(0.5, 0.999)) for lr in (3e-4, 1e-4, 2e-4)]
+    kw = dict(data_sha1="x", seed=0, check_every=2, ema_decay=0.9)
+    args = ("gan", settings, [2], lambda s: None, fake_train, "p", tmp_path / "s.json", "gan")
+    rows = q2_next.search_once(*args, **kw)
+    assert [r["lr"] for r in rows] == [1e-4, 2e-4, 3e-4] and len(calls) == 3
+    assert json.loads(json.dumps(q2_next.search_once(*args, **kw))) == json.loads(json.dumps(rows)) and len(calls) == 3
+    q2_next.search_once(*args[:-2], tmp_path / "other.json", "gan", **dict(kw, seed=1))
+    assert len(calls) == 6  # other settings: a new search
+    with pytest.raises(FileNotFoundError, match="FROM_WEIGHTS"):
+        q2_next.search_once(*args[:-2], tmp_path / "missing.json", "gan", from_weights=True, **kw)
+
+
 # ---------------------------------------------------------------- the classifier and its scores
 class RangeProbe(nn.Module):
     """A 'classifier' that records its input and labels a digit by its mean pixel: class = round(4.5 (mean + 1))."""

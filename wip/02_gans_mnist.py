@@ -1098,6 +1098,7 @@ def run_search(kind, settings, rungs, make_trainer, train, file_prefix):
 
 
 def search_config(kind, settings, rungs, data_sha1, seed, check_every, ema_decay):
+    """What a saved search must match to be reused: its settings, rungs, data, seed and checks."""
     return dict(kind=kind, settings=[{k: list(v) if isinstance(v, tuple) else v for k, v in s.items()} for s in settings],
                 rungs=list(rungs), data_sha1=data_sha1, seed=seed, check_every=check_every, ema_decay=ema_decay)
 
@@ -1120,6 +1121,24 @@ def adopt_winner(file_prefix, rows, name):
         if row is rows[0] and path.is_file() and not target.is_file():
             shutil.move(path, target)
         path.unlink(missing_ok=True)
+
+
+def search_once(kind, settings, rungs, make_trainer, train, file_prefix, saved, name, from_weights=False, **config):
+    """The ranked rows of a search: read from `saved` (a JSON file) when a search with these settings
+    finished earlier, else run and saved. The winner's run then continues as `name`. With
+    from_weights a missing file is an error (evaluation never trains)."""
+    config = search_config(kind, settings, rungs, **config)
+    rows = finished_search(saved, config)
+    if rows is None and from_weights:
+        raise FileNotFoundError(f"FROM_WEIGHTS: weights/{saved.name} is missing; set FROM_WEIGHTS = False to train.")
+    if rows is None:
+        rows = run_search(kind, settings, rungs, make_trainer, train, file_prefix)
+        saved.write_text(json.dumps(dict(config=config, rows=rows), indent=1))
+    else:
+        print(f"{kind}: the search finished earlier; its ranking is read from weights/{saved.name}")
+    if not from_weights:
+        adopt_winner(file_prefix, rows, name)
+    return rows
 
 
 def print_search(rows, columns=("lr", "betas", "d_steps")):
@@ -1161,19 +1180,10 @@ def train_gan_setting(name, trainer, iterations, setting):
                      print_every=max(1, iterations // 10), **TRAIN_KW)
 
 
-GAN_SEARCH_FILE = WEIGHTS / "q2_gan_search.json"
-GAN_SEARCH_CONFIG = search_config("gan", SEARCH_SETTINGS, SETTINGS["search_rungs"], DATA_INFO["sha1"], SEED,
-                                  SETTINGS["cheap_fd_every"], EMA_DECAY)
-SEARCH = finished_search(GAN_SEARCH_FILE, GAN_SEARCH_CONFIG) if RUN_SEARCH else []
-if RUN_SEARCH and SEARCH is None and FROM_WEIGHTS:
-    raise FileNotFoundError(f"FROM_WEIGHTS: weights/{GAN_SEARCH_FILE.name} is missing; set FROM_WEIGHTS = False to train.")
-if RUN_SEARCH and SEARCH is None:
-    SEARCH = run_search("gan", SEARCH_SETTINGS, SETTINGS["search_rungs"], gan_trainer, train_gan_setting, "gan_search")
-    GAN_SEARCH_FILE.write_text(json.dumps(dict(config=GAN_SEARCH_CONFIG, rows=SEARCH), indent=1))
-elif RUN_SEARCH:
-    print(f"the search finished earlier: its ranking is read from weights/{GAN_SEARCH_FILE.name}")
-if SEARCH and not FROM_WEIGHTS:
-    adopt_winner("gan_search", SEARCH, "gan")
+SEARCH_KW = dict(data_sha1=DATA_INFO["sha1"], seed=SEED, check_every=SETTINGS["cheap_fd_every"], ema_decay=EMA_DECAY,
+                 from_weights=FROM_WEIGHTS)
+SEARCH = search_once("gan", SEARCH_SETTINGS, SETTINGS["search_rungs"], gan_trainer, train_gan_setting, "gan_search",
+                     WEIGHTS / "q2_gan_search.json", "gan", **SEARCH_KW) if RUN_SEARCH else []
 GAN_CONFIG = {k: SEARCH[0][k] for k in ("lr", "betas", "d_steps", "batch_size")} if SEARCH else dict(GAN_DEFAULT)
 GAN_CONFIG["betas"] = tuple(GAN_CONFIG["betas"])
 
@@ -1313,17 +1323,8 @@ def train_wgan_setting(name, trainer, iterations, setting):
                      print_every=max(1, iterations // 10), **TRAIN_KW)
 
 
-WGAN_LR_FILE = WEIGHTS / "q2_wgan_lr.json"
-WGAN_LR_CONFIG = search_config("wgan", WGAN_SETTINGS, [SETTINGS["wgan_trial"]], DATA_INFO["sha1"], SEED,
-                               SETTINGS["cheap_fd_every"], EMA_DECAY)
-WGAN_TRIAL = finished_search(WGAN_LR_FILE, WGAN_LR_CONFIG)
-if WGAN_TRIAL is None and FROM_WEIGHTS:
-    raise FileNotFoundError(f"FROM_WEIGHTS: weights/{WGAN_LR_FILE.name} is missing; set FROM_WEIGHTS = False to train.")
-if WGAN_TRIAL is None:
-    WGAN_TRIAL = run_search("wgan", WGAN_SETTINGS, [SETTINGS["wgan_trial"]], wgan_trainer, train_wgan_setting, "wgan_lr")
-    WGAN_LR_FILE.write_text(json.dumps(dict(config=WGAN_LR_CONFIG, rows=WGAN_TRIAL), indent=1))
-if not FROM_WEIGHTS:
-    adopt_winner("wgan_lr", WGAN_TRIAL, "wgan")
+WGAN_TRIAL = search_once("wgan", WGAN_SETTINGS, [SETTINGS["wgan_trial"]], wgan_trainer, train_wgan_setting, "wgan_lr",
+                         WEIGHTS / "q2_wgan_lr.json", "wgan", **SEARCH_KW)
 WGAN_CONFIG = {k: WGAN_TRIAL[0][k] for k in ("lr", "clip", "n_critic", "batch_size")}
 
 # %%
