@@ -644,9 +644,17 @@ def rng_state():
 
 
 def set_rng_state(state):
-    torch.set_rng_state(state["cpu"])  # the reparameterisation noise continues exactly
+    """Restore the generators; their states must be CPU byte tensors (a checkpoint loaded onto a GPU moves them)."""
+    torch.set_rng_state(state["cpu"].cpu())  # the reparameterisation noise continues exactly
     if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def save_atomically(obj, path):
+    """torch.save to a temporary file, then rename: a run killed mid-write keeps its previous checkpoint whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 def load_checkpoint(path, config, device):
@@ -688,9 +696,9 @@ def train_vae(name, images, controller, iterations, config, device, checkpoint_d
         print(f"{name}: resumed from checkpoint q1_{name}.pt at iteration {step} of {iterations}")
 
     def save():
-        torch.save(dict(model=model.state_dict(), optimizer=optimizer.state_dict(), config=config,
-                        controller=controller.state_dict(), rng=rng_state(), history=history, step=step,
-                        segments=segments), path)
+        save_atomically(dict(model=model.state_dict(), optimizer=optimizer.state_dict(), config=config,
+                             controller=controller.state_dict(), rng=rng_state(), history=history, step=step,
+                             segments=segments), path)
 
     data = torch.from_numpy(images)  # uint8 on the CPU; batches are moved and converted
     stream = batches(len(data), config["batch_size"], generator)

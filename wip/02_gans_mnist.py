@@ -59,7 +59,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import time
 from pathlib import Path
 
@@ -213,7 +212,8 @@ def shown_path(path, roots):
     path = Path(path)
     for root in roots:
         try:
-            return f"<data root>/{path.resolve().relative_to(Path(root).resolve())}"
+            relative = path.resolve().relative_to(Path(root).resolve())
+            return "<data root>" + ("" if relative == Path(".") else f"/{relative}")
         except ValueError:
             continue
     return path.name
@@ -341,7 +341,8 @@ def count_parameters(module):
 # %% [markdown]
 # ### Training loop (shared by GAN, WGAN and SSGAN)
 # One *iteration* = one generator update, preceded by `d_steps` discriminator updates, each on a
-# fresh real batch (an epoch uses every training digit once, in a seeded order). Every model trains
+# fresh real batch (an epoch uses each training digit at most once, in a seeded order; the last
+# partial batch is dropped). Every model trains
 # **exactly its number of iterations** (`iterations` of the profile): no stop rule ends a run early.
 # Per iteration it logs D and G losses (and the model's extra terms); every `cheap_fd_every`
 # iterations the cheap Fréchet distance (next section) scores the generator, and a fixed batch of
@@ -370,6 +371,7 @@ class TrainingPaused(RuntimeError):
 
 
 GENERATOR_KINDS = ("raw", "ema")
+PROCESS = f"{platform.node()}-{os.getpid()}-{int(time.time())}"  # names this process in the segment log
 
 
 def batches(n_items, batch_size, generator):
@@ -445,7 +447,8 @@ class GANTrainer:
 
     def d_update(self, real):
         real = real.contiguous(memory_format=self.memory_format)
-        fake = self.G(self.noise(len(real))).detach()
+        with torch.no_grad():  # D's update needs no gradient through G
+            fake = self.G(self.noise(len(real)))
         extras = {}
         if self.kind == "gan":
             loss = d_loss_gan(self.D(real), self.D(fake))
@@ -535,9 +538,17 @@ def rng_state():
 
 
 def set_rng_state(state):
-    torch.set_rng_state(state["cpu"])
+    """Restore the generators; their states must be CPU byte tensors (a checkpoint loaded onto a GPU moves them)."""
+    torch.set_rng_state(state["cpu"].cpu())
     if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def save_atomically(obj, path):
+    """torch.save to a temporary file, then rename: a run killed mid-write keeps its previous checkpoint whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 def load_checkpoint(path, config, device):
@@ -590,15 +601,15 @@ def train_gan(name, trainer, real_images, iterations, d_steps, fixed_noise, trac
         torch.manual_seed(seed)
 
     def save():
-        torch.save(dict(config=config, trainer=trainer.state_dict(), rng=rng_state(), history=history, step=step,
-                        segments=segments), path)
+        save_atomically(dict(config=config, trainer=trainer.state_dict(), rng=rng_state(), history=history, step=step,
+                             segments=segments), path)
 
     stream = batches(len(real_images), trainer.config["batch_size"], torch.Generator().manual_seed(seed))
     for _ in range(step * d_steps):  # replay the seeded batch order to where a resumed run stopped
         next(stream)
     start = last_save = time.time()
     if step < iterations:
-        segments.append(dict(start=step, end=step, seconds=0.0, device=device_label(trainer.device)))
+        segments.append(dict(start=step, end=step, seconds=0.0, device=device_label(trainer.device), process=PROCESS))
     while step < iterations:
         try:
             d_loss, g_loss, extras = trainer.iteration(real_images, stream, d_steps)
@@ -629,11 +640,18 @@ def train_gan(name, trainer, real_images, iterations, d_steps, fixed_noise, trac
     seconds = sum(s["seconds"] for s in segments)
     info = dict(iterations=step, d_steps=d_steps, batch_size=trainer.config["batch_size"],
                 epochs=step * d_steps * trainer.config["batch_size"] / len(real_images), train_seconds=seconds,
-                train_hours=seconds / 3600, segments=len(segments), segment_log=segments,
+                train_hours=seconds / 3600, segments=len(segments), sessions=sessions(segments), segment_log=segments,
                 seconds_per_iteration=seconds / max(step, 1), params_g=count_parameters(trainer.G),
                 params_d=count_parameters(trainer.D))
-    print(f"{name}: {step} iterations in {len(segments)} segment(s), {seconds / 3600:.2f} h of training")
+    print(f"{name}: {step} iterations in {len(segments)} segment(s) over {info['sessions']} session(s), "
+          f"{seconds / 3600:.2f} h of training")
     return history, info
+
+
+def sessions(segments):
+    """How many processes (sessions) trained these segments: a search's rungs and the run that continues them
+    in one process count once. Segments recorded before processes were (one process) count as one."""
+    return len({s.get("process", "unrecorded") for s in segments})
 
 
 def mean_of_last(tracked, n):
@@ -980,7 +998,8 @@ def digit_scores(images, features):
 def generated_digits(generator_net, n, seed, crop=False):
     """n generated digits as 8-bit 28x28 images, sampled in eval mode (SSGAN: centre crop of its 32x32 output)."""
     device = next(generator_net.parameters()).device
-    z = torch.randn(n, generator_net.z_dim, generator=torch.Generator().manual_seed(seed + 1)).to(device)
+    # seed + 2: noise apart from the cheap FD's (seed + 1), which chose the reported generator
+    z = torch.randn(n, generator_net.z_dim, generator=torch.Generator().manual_seed(seed + 2)).to(device)
     fake = torch.cat([sample_images(generator_net, z[i:i + 500]) for i in range(0, n, 500)])
     return to_uint8(crop_to_28(fake) if crop else fake)
 
@@ -1073,8 +1092,7 @@ def successive_halving(n_candidates, rungs, advance):
     return sorted(rows.values(), key=lambda r: (-r["rung"], r["score"]))
 
 
-def search_row(setting, history, info, score):
-    tracked = history["tracked"]["raw"]
+def search_row(setting, tracked, info, score):
     return dict(setting, iterations=info["iterations"], final_cheap_fd=tracked[-1][1], best_cheap_fd=min(v for _, v in tracked),
                 score=score, seconds=info["train_seconds"], tracked=[[int(i), float(v)] for i, v in tracked])
 
@@ -1087,8 +1105,10 @@ def run_search(kind, settings, rungs, make_trainer, train, file_prefix):
 
     def advance(i, rung):
         history, info = train(f"{file_prefix}{i}", make_trainer(settings[i]), rung, settings[i])
-        score = search_score(history["tracked"]["raw"])
-        rows[i] = search_row(settings[i], history, info, score)
+        # a resumed search may find a run already past this rung: score it at the rung, as the first time
+        tracked = [(it, v) for it, v in history["tracked"]["raw"] if it <= rung]
+        score = search_score(tracked)
+        rows[i] = search_row(settings[i], tracked, dict(info, iterations=min(info["iterations"], rung)), score)
         print(f"  {kind} {settings[i]} -> iteration {rung}: cheap FD {rows[i]['final_cheap_fd']:.2f} "
               f"(best {rows[i]['best_cheap_fd']:.2f}), score {score:.2f}")
         return score
@@ -1118,8 +1138,8 @@ def adopt_winner(file_prefix, rows, name):
     target = CHECKPOINTS / f"q2_{name}.pt"
     for row in rows:
         path = CHECKPOINTS / f"q2_{file_prefix}{row['candidate']}.pt"
-        if row is rows[0] and path.is_file() and not target.is_file():
-            shutil.move(path, target)
+        if row is rows[0] and path.is_file():  # the search has just ended: its winner's state is the newest
+            os.replace(path, target)
         path.unlink(missing_ok=True)
 
 
@@ -1308,7 +1328,9 @@ SCORES = {"gan": evaluate_model("gan")}
 # its gradient's size, so lr sets how many steps the clipped critic and the generator need. The
 # paper's 5e-5 and 2e-4 train side by side from the same initial networks for `wgan_trial`
 # iterations and are scored as in the GAN search (final cheap FD and its trend). The paper's rate
-# is kept unless the other scores better; the winner's run continues to `iterations["wgan"]`.
+# is kept unless the other scores better; the winner's run continues to `iterations["wgan"]`. A
+# trial this short cannot show whether 5e-5 would catch up by the end of the budget; it shows which
+# rate is further along at equal cost, and the quality curve below shows the chosen one's whole run.
 
 # %% tags=["train"]
 WGAN_SETTINGS = [dict(WGAN, lr=lr) for lr in WGAN_LRS]
@@ -1447,15 +1469,18 @@ def ssgan_step_seconds(width, real_32, steps=3, warmup=1):
 
 # %% [markdown]
 # **Widths.** The specified widths (256 / 128) cost too much on a CPU for 10,000 iterations, so the
-# `cpu` profile uses the widest that fits its budget. The step time at each candidate width on
-# this machine (the whole budget is about `iterations["ssgan"]` times it):
+# `cpu` profile uses the widest width whose whole budget trains in about one working session
+# (three hours) on the project's 2-core machines. The step time at each candidate width, measured
+# here (the `cpu` profile's 32/32 was chosen from this measurement; these machines differ up to 5x
+# in speed, so the numbers below are this machine's):
 
 # %%
 REAL_32 = pad_to_32(REAL_28)
 for width in SETTINGS["ssgan_timed_widths"]:
     seconds = ssgan_step_seconds(width, REAL_32)
+    hours = seconds * SETTINGS["iterations"]["ssgan"] / 3600
     print(f"width {width:3d}/{width:<3d}: {seconds:.2f} s per iteration -> {SETTINGS['iterations']['ssgan']:,} iterations "
-          f"in about {seconds * SETTINGS['iterations']['ssgan'] / 3600:.1f} h")
+          f"in about {hours:.1f} h ({'within' if hours <= 3 else 'beyond'} three hours)")
 print(f"this run: generator {SETTINGS['ssgan_widths']['g']}, discriminator {SETTINGS['ssgan_widths']['d']}")
 
 
@@ -1463,8 +1488,7 @@ print(f"this run: generator {SETTINGS['ssgan_widths']['g']}, discriminator {SETT
 widths = SETTINGS["ssgan_widths"]
 if widths != SPEC_WIDTHS:
     print(f"REDUCED WIDTH: this {RUN['profile']} run uses generator width {widths['g']} and discriminator width "
-          f"{widths['d']} instead of the specified {SPEC_WIDTHS['g']} / {SPEC_WIDTHS['d']} (bench/README.md: the step "
-          "at 32, 48 and 64 on this CPU).")
+          f"{widths['d']} instead of the specified {SPEC_WIDTHS['g']} / {SPEC_WIDTHS['d']} (step times above).")
 print("SSGAN settings:", SSGAN)
 REAL_32 = pad_to_32(REAL_28)
 
