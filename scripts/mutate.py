@@ -1,9 +1,10 @@
 """Mutation check of the test suite (not run in CI): does a single wrong change to a notebook's code
 make the tests fail?
 
-Usage: .venv/bin/python scripts/mutate.py [--only SUBSTRING] [--timeout SECONDS] [--extra FILE]
+Usage: .venv/bin/python scripts/mutate.py [--only SUBSTRING] [--timeout SECONDS] [--extra FILE] [--next]
 (--extra: a Python file defining MUTATIONS in the same format, e.g. an independent audit's list,
-run instead of the list below)
+run instead of the list below; --next: mutate the third runs' code in wip/ (the .py twins) and run
+tests/test_q*_next.py: units first, the smoke runs only for a change the units miss)
 For each mutation below it copies both notebooks into a temporary folder, applies one wrong change
 to the one code cell that contains the original text, points the tests at the copy
 (HW6_NOTEBOOKS) and runs the unit and training tests of that notebook (the smoke runs are left out:
@@ -124,11 +125,41 @@ def run_one(notebook, original, wrong, timeout):
             return True  # a hang is a failure the suite would report
 
 
+NEXT = {Q1: "01_controlvae_dsprites.py", Q2: "02_gans_mnist.py"}
+NEXT_TESTS = {Q1: "tests/test_q1_next.py", Q2: "tests/test_q2_next.py"}
+WHOLE_RUNS = "end_to_end or smoke_run or from_weights or readme_table"  # the notebook executions (minutes each)
+
+
+def run_one_next(notebook, original, wrong, timeout):
+    """The same check on the third runs' code in wip/: its unit tests first, then (only if they pass)
+    the whole-notebook smoke runs, which alone execute the cells that are not `defs`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in NEXT.values():
+            shutil.copy(ROOT / "wip" / name, Path(tmp) / name)
+        path = Path(tmp) / NEXT[notebook]
+        text = path.read_text()
+        if text.count(original) != 1:
+            raise SystemExit(f"mutation text found {text.count(original)} times in {path.name}: {original!r}")
+        path.write_text(text.replace(original, wrong))
+        env = dict(os.environ, HW6_NEXT=tmp)
+        for selection in (f"not ({WHOLE_RUNS})", WHOLE_RUNS):
+            try:
+                done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                                       NEXT_TESTS[notebook], "-k", selection], cwd=ROOT, env=env,
+                                      capture_output=True, text=True, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return "a hang"
+            if done.returncode not in (0, 5):  # 5: no test selected
+                return "units" if selection.startswith("not") else "smoke run"
+        return None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="run the mutations whose description contains this")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--extra", type=Path, help="run the MUTATIONS list of this Python file instead")
+    parser.add_argument("--next", action="store_true", help="mutate the third runs' code in wip/ and run its tests")
     args = parser.parse_args()
     mutations = MUTATIONS
     if args.extra:
@@ -139,9 +170,14 @@ def main():
     caught = 0
     for notebook, what, original, wrong in chosen:
         t0 = time.time()
-        hit = run_one(notebook, original, wrong, args.timeout)
+        if args.next:
+            by = run_one_next(notebook, original, wrong, args.timeout)
+            hit = by is not None
+        else:
+            hit, by = run_one(notebook, original, wrong, args.timeout), ""
         caught += hit
-        print(f"{'CAUGHT' if hit else 'MISSED'}  {notebook[:2]}  {what}  ({time.time() - t0:.0f} s)", flush=True)
+        print(f"{'CAUGHT' if hit else 'MISSED'}  {notebook[:2]}  {what}  ({time.time() - t0:.0f} s{', by the ' + by if by else ''})",
+              flush=True)
     print(f"\n{caught} of {len(chosen)} mutations caught ({100 * caught / max(1, len(chosen)):.0f}%)")
 
 

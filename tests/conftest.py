@@ -13,8 +13,9 @@ NOTEBOOKS = Path(os.environ.get("HW6_NOTEBOOKS") or ROOT / "notebooks")
 Q1 = NOTEBOOKS / "01_controlvae_dsprites.ipynb"
 Q2 = NOTEBOOKS / "02_gans_mnist.ipynb"
 # The Q1 third run's code, in training (wip/README.md): tested here until it replaces the notebook
-Q1_NEXT = ROOT / "wip" / "01_controlvae_dsprites.py"
-Q2_NEXT = ROOT / "wip" / "02_gans_mnist.py"  # the Q2 third run's code, likewise
+# HW6_NEXT points these at copies (scripts/mutate.py --next)
+Q1_NEXT = Path(os.environ.get("HW6_NEXT") or ROOT / "wip") / "01_controlvae_dsprites.py"
+Q2_NEXT = Path(os.environ.get("HW6_NEXT") or ROOT / "wip") / "02_gans_mnist.py"  # the Q2 third run's code, likewise
 KERNEL = os.environ.get("HW6_KERNEL", "hw6")
 
 
