@@ -100,6 +100,7 @@ def test_a_paused_segment_resumes_to_the_same_model_as_one_run(q1_next, tmp_path
     monkeypatch.undo()
     saved = torch.load(tmp_path / "b" / "q1_s.pt", weights_only=False)
     assert 0 < saved["step"] < 6 and saved["segments"][0]["end"] == saved["step"]
+    assert saved["segments"][0]["seconds"] >= 1.5 * 60  # a segment lasts segment_minutes *minutes*
     resumed, h2, info = q1_next.train_vae("s", imgs, q1_next.PIController(8.0), iterations=6, checkpoint_dir=tmp_path / "b", **KW)
     assert info["segments"] == 2 and info["iterations"] == 6 and len(h2["kl"]) == 6
     assert [s["start"] for s in info["segment_log"]] == [0, saved["step"]] and info["segment_log"][-1]["end"] == 6
@@ -203,7 +204,7 @@ def test_rankings_follow_the_primary_metric_and_report_disagreements(q1_next):
 
 
 # ---------------------------------------------------------------- the notebook, end to end
-def test_q1_next_runs_end_to_end_and_again_from_its_weights(tmp_path):
+def test_q1_next_runs_end_to_end_and_again_from_its_weights(q1_next, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     np.savez_compressed(data / "sh3_sc6_y32_x32_imgs.npz", imgs=fake_dsprites_subset())
@@ -236,9 +237,17 @@ def test_q1_next_runs_end_to_end_and_again_from_its_weights(tmp_path):
     assert results["controller"] == dict(results["controller"], kp=0.01, ki=0.001, beta_min=1.0)
     assert results["fid"]["num_real"] == results["fid"]["num_gen"] == 16 and np.isfinite(results["fid_floor"])
     # the FID subset and the floor subset are disjoint draws from the data
-    folders = sorted((data / "fid").glob("q1_*"))
+    folders = sorted((data / "fid").glob("q1_*"))  # the FID subset, then its "_floor"
     indices = [set(np.load(f / "indices.npy").tolist()) for f in folders]
     assert len(folders) == 2 and not indices[0] & indices[1] and all(len(i) == 16 for i in indices)
+    # the call sites: the floor is drawn with the FID subset excluded, and the references are computed
+    # on the two subsets' own (cached) features
+    real_idx, floor_idx = (np.load(f / "indices.npy") for f in folders)
+    assert np.array_equal(floor_idx, q1_next.subset_indices(18432, 16, results["fid"]["floor_subset_seed"], exclude=real_idx))
+    real_f, floor_f = (np.load(f / "features.npy") for f in folders)
+    assert {k: reference[k] for k in ("precision", "recall")} == q1_next.precision_recall(real_f, floor_f)
+    assert results["fid_floor"] == pytest.approx(q1_next.frechet_distance(
+        q1_next.feature_statistics(real_f, 2), q1_next.feature_statistics(floor_f, 2)))
     written = sorted(p.stem for p in (tmp_path / "figures").glob("q1_*.png"))
     for name in ("q1_data", "q1_vae_losses", "q1_vae_samples", "q1_controlvae_kl", "q1_controlvae_recon",
                  "q1_controlvae_beta", "q1_controlvae_kl8_samples", "q1_controlvae_kl14_samples",
@@ -268,3 +277,56 @@ def test_q1_next_runs_end_to_end_and_again_from_its_weights(tmp_path):
     assert "final weights loaded" in outputs_text(nb)
 
 
+# ---------------------------------------------------------------- the evaluation path, as properties (issue 22)
+def test_mig_is_zero_for_a_factor_that_two_latents_carry_equally(q1_next):
+    rng = np.random.default_rng(0)
+    factors = np.stack([rng.integers(0, 3, 3000), rng.integers(0, 32, 3000)], axis=1)
+    copy_of_first = factors[:, :1] + rng.normal(0, 0.01, (3000, 1))
+    noise = rng.normal(size=(3000, 2))
+    codes = np.concatenate([copy_of_first, copy_of_first.copy(), factors[:, 1:2] + 0.0, noise], axis=1)
+    score, gaps, normalised = q1_next.mig(codes, factors)
+    assert gaps[0] == pytest.approx(0, abs=1e-9)  # redundancy is not disentanglement
+    assert gaps[1] > 0.75 and score == pytest.approx(gaps.mean())  # 20 bins cap a 32-value copy near 0.82
+    assert normalised[0, 0] == pytest.approx(1, abs=1e-6) and normalised[3:, 0].max() < 0.05
+
+
+def test_the_real_subset_on_disk_holds_the_data_as_8_bit_images(q1_next, tmp_path):
+    images = (np.random.default_rng(0).random((40, 64, 64)) < 0.1).astype(np.uint8)  # dSprites: 0/1 pixels
+    folder, indices = q1_next.fixed_real_subset(images, 10, 0, tmp_path / "real")
+    on_disk = q1_next.read_pngs(folder)
+    assert np.array_equal(on_disk, images[indices] * 255)  # what FID reads is the data, white on black
+
+
+class FeatureProbe:
+    """Stands in for Inception: 3 features per image (mean pixel, share of pixels at 0 or 255, a fixed
+    projection), enough to tell binary images from Bernoulli means apart."""
+
+    def __call__(self, images, model, device, batch_size=100):
+        flat = images.reshape(len(images), -1).astype(np.float64)
+        extreme = np.isin(images.reshape(len(images), -1), (0, 255)).mean(1)
+        projection = flat @ np.random.default_rng(1).normal(size=flat.shape[1]) / flat.shape[1]
+        return np.stack([flat.mean(1), extreme, projection], axis=1)
+
+
+def test_each_q1_score_is_computed_on_the_images_it_names(q1_next, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = q1_next.VAE().eval()
+    probe = FeatureProbe()
+    real = probe((np.random.default_rng(2).random((50, 64, 64)) < 0.1).astype(np.uint8) * 255, None, None)
+    for name, value in dict(inception_features=probe, INCEPTION=None, DEVICE=torch.device("cpu"), FID_BATCH_SIZE=10,
+                            SAMPLES=tmp_path, MIN_IMAGES=2, REAL_FEATURES=real, REAL_STATS=q1_next.feature_statistics(real, 2),
+                            FID_FLOOR=0.0, REFERENCE=dict(precision=1.0, recall=1.0), REAL_INDICES=np.arange(50),
+                            DATA_INFO=dict(mean_pixel=0.1)).items():
+        monkeypatch.setattr(q1_next, name, value, raising=False)
+    scores, codes, probabilities = q1_next.generated_scores("m", model, 40, seed=0)
+    assert codes.shape == (40, model.latent_dim) and probabilities.min() >= 0 and probabilities.max() <= 1
+    binary = q1_next.binarise(probabilities, q1_next.BINARY_THRESHOLD)
+    means = q1_next.to_uint8(probabilities)
+    stats = lambda imgs: q1_next.feature_statistics(probe(imgs, None, None), 2)
+    assert scores["fid_binary"] == pytest.approx(q1_next.frechet_distance(q1_next.REAL_STATS, stats(binary)))
+    assert scores["fid"] == pytest.approx(q1_next.frechet_distance(q1_next.REAL_STATS, stats(means)))
+    assert scores["fid"] != pytest.approx(scores["fid_binary"])
+    pr = q1_next.precision_recall(real, probe(binary, None, None))
+    assert (scores["precision"], scores["recall"]) == (pr["precision"], pr["recall"])
+    assert scores["blank_share"] == q1_next.blank_share(probabilities, 0.1)
+    assert np.array_equal(q1_next.read_pngs(tmp_path / "q1_m_binary"), binary)
