@@ -103,11 +103,13 @@ def test_the_averaged_generator_is_scored_with_its_own_batchnorm(q2_next):
 
 
 # ---------------------------------------------------------------- run control
-def test_exact_resume_gives_the_uninterrupted_run(q2_next, tmp_path):
-    whole, _ = train(q2_next, gan_trainer(q2_next), tmp_path / "a", 6)
+@pytest.mark.parametrize("d_steps", [1, 2])
+def test_exact_resume_gives_the_uninterrupted_run(q2_next, tmp_path, d_steps):
+    setting = dict(q2_next.GAN_DEFAULT, d_steps=d_steps)
+    whole, _ = train(q2_next, gan_trainer(q2_next, setting), tmp_path / "a", 6)
     straight = torch.load(tmp_path / "a" / "q2_m.pt", weights_only=False)
-    train(q2_next, gan_trainer(q2_next), tmp_path / "b", 3)
-    resumed_trainer = gan_trainer(q2_next)
+    train(q2_next, gan_trainer(q2_next, setting), tmp_path / "b", 3)
+    resumed_trainer = gan_trainer(q2_next, setting)
     history, info = train(q2_next, resumed_trainer, tmp_path / "b", 6)
     for key in ("G", "D", "G_ema"):
         for name, value in straight["trainer"][key].items():
@@ -424,6 +426,44 @@ def test_too_few_images_for_fid_is_refused(q2_next):
         q2_next.check_fid_counts((5000, 1000), 2048)
 
 
+class DigitFeatureProbe:
+    """Stands in for Inception: a few features of 8-bit digits, enough to tell two sets of digits apart."""
+
+    def __call__(self, images, model, device, batch_size=100):
+        flat = images.reshape(len(images), -1).astype(np.float64) / 255
+        projection = flat @ np.random.default_rng(1).normal(size=(flat.shape[1], 3)) / 28
+        return np.concatenate([flat.mean(1, keepdims=True), projection], axis=1)
+
+
+def test_each_q2_score_is_computed_on_the_digits_it_names(q2_next, tmp_path, monkeypatch):
+    probe, classifier = DigitFeatureProbe(), RangeProbe()
+    real_digits = (np.random.default_rng(2).random((60, 28, 28)) < 0.2).astype(np.uint8) * 255
+    real = probe(real_digits, None, None)
+    for name, value in dict(inception_features=probe, INCEPTION=None, DEVICE=CPU, FID_BATCH_SIZE=10, SAMPLES=tmp_path,
+                            MIN_IMAGES=2, REAL_FEATURES=real, REAL_STATS=q2_next.gaussian_stats(real), FID_FLOOR=0.0,
+                            REAL_INDICES=np.arange(60), CLASSIFIER=classifier).items():
+        monkeypatch.setattr(q2_next, name, value, raising=False)
+    torch.manual_seed(0)
+    G = q2_next.Generator()
+    scores = q2_next.generated_scores("m", G, 50, seed=0)
+    digits = q2_next.generated_digits(G, 50, seed=0)
+    assert np.array_equal(q2_next.read_pngs(tmp_path / "q2_m"), digits)  # the PNGs are the digits scored
+    features = probe(digits, None, None)
+    assert scores["fid"] == pytest.approx(q2_next.frechet_distance(q2_next.REAL_STATS, q2_next.gaussian_stats(features)))
+    assert {k: scores[k] for k in ("precision", "recall")} == q2_next.precision_recall(real, features)
+    probabilities = q2_next.classifier_probabilities(classifier, digits, CPU)
+    assert scores["class_share"] == q2_next.class_shares(probabilities)
+    assert scores["legible_share"] == q2_next.legible_share(probabilities) and scores["n"] == 50
+    assert q2_next.digit_scores(real_digits, real)["fid"] == pytest.approx(0, abs=1e-6)  # a set against itself
+
+
+def test_generator_output_becomes_the_8_bit_image_a_png_stores(q2_next):
+    x = torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0, 1.7, -3.0]).view(1, 1, 1, 7)
+    assert q2_next.to_uint8(x).tolist() == [[[0, 64, 128, 191, 255, 255, 0]]]  # round(127.5 (x + 1)), clipped
+    digits = np.array([[[0, 128, 255]]], np.uint8)
+    assert np.array_equal(q2_next.to_uint8(q2_next.to_model_range(digits)), digits)  # the two scalings invert each other
+
+
 # ---------------------------------------------------------------- the whole notebook, smoke profile
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
@@ -503,3 +543,15 @@ def test_from_weights_reproduces_every_score_without_training(smoke_run):
     assert after["search"]["rows"] == before["search"]["rows"]
     text = outputs_text(nb)
     assert " ETA " not in text and "resumed from checkpoint" not in text and "final generator loaded" in text
+
+
+def test_smoke_run_references_come_from_the_two_real_subsets_features(smoke_run, q2_next):
+    tmp_path, kw, _, r = smoke_run
+    data = tmp_path / "data"
+    (train, _, _), (test, _, _) = (q2_next.load_mnist([data], data, False, train=t) for t in (True, False))
+    real_dir, floor_dir = (data / r["fid"][key].removeprefix("data/") for key in ("real_subset", "floor_subset"))
+    real_digits, floor_digits = train[np.load(real_dir / "indices.npy")], test[np.load(floor_dir / "indices.npy")]
+    assert np.array_equal(q2_next.read_pngs(real_dir), real_digits) and np.array_equal(q2_next.read_pngs(floor_dir), floor_digits)
+    real_f, floor_f = (np.load(data / "fid" / f"features_{q2_next.content_sha1(d)}_64.npy") for d in (real_digits, floor_digits))
+    assert {k: r["reference"][k] for k in ("precision", "recall")} == q2_next.precision_recall(real_f, floor_f)
+    assert r["fid_floor"] == pytest.approx(q2_next.frechet_distance(q2_next.gaussian_stats(real_f), q2_next.gaussian_stats(floor_f)))
