@@ -264,6 +264,19 @@ def test_search_score_rewards_the_end_and_penalises_a_fall_from_the_best(q2_next
     assert q2_next.search_score([(1, 3.0), (2, 5.0)]) == 7.0
 
 
+def test_the_last_rung_holds_the_winner_and_the_default_once(q2_next):
+    default = dict(lr=2e-4, betas=(0.5, 0.999), d_steps=1, batch_size=64)
+    other = dict(default, betas=(0.0, 0.9))
+    assert q2_next.final_rung_candidates(other, default) == {"gan_winner": other, "gan_default": default}
+    assert q2_next.final_rung_candidates(dict(default, betas=[0.5, 0.999]), default) == {"gan_winner": dict(default, betas=[0.5, 0.999])}
+    assert q2_next.final_rung_candidates(None, default) == {"gan_default": default}
+    reports = {"gan_winner": dict(cheap_fd=30.0), "gan_default": dict(cheap_fd=20.0)}
+    assert q2_next.pick_final(reports) == "gan_default" and q2_next.pick_final({"gan_winner": reports["gan_winner"]}) == "gan_winner"
+    rows = [dict(other, tracked=[[2, 5.0], [4, 3.0]]), dict(default, betas=[0.5, 0.999], tracked=[[2, 9.0]])]
+    assert q2_next.search_value_at(rows, default, 2) == 9.0 and q2_next.search_value_at(rows, other, 4) == 3.0
+    assert q2_next.search_value_at(rows, default, 4) is None and q2_next.search_value_at([], default, 2) is None
+
+
 def test_the_search_scores_each_row_at_its_rungs_end_and_its_winner_continues(q2_next, tmp_path, monkeypatch):
     monkeypatch.setattr(q2_next, "CHECKPOINTS", tmp_path, raising=False)
     settings = [dict(q2_next.GAN_DEFAULT, lr=lr) for lr in (2e-4, 1e-3, 5e-5)]
@@ -499,8 +512,24 @@ def test_smoke_run_search_chooses_its_best_row_and_the_gan_continues_from_it(smo
     furthest = max(row["iterations"] for row in rows)
     assert rows[0]["score"] == min(row["score"] for row in rows if row["iterations"] == furthest)
     assert {k: rows[0][k] for k in chosen} == chosen
-    log = r["models"]["gan"]["segment_log"]
-    assert log[0]["start"] == 0 and any(s["start"] == furthest for s in log)  # the search's run, continued
+    winner_log = r["search"]["final_rung"]["runs"]["gan_winner"]["info"]["segment_log"]
+    assert winner_log[0]["start"] == 0 and any(s["start"] == furthest for s in winner_log)  # the search's run, continued
+
+
+def test_smoke_run_last_rung_runs_the_winner_and_the_default_and_reports_the_better(smoke_run):
+    _, _, _, r = smoke_run
+    rung, default = r["search"]["final_rung"], dict(lr=2e-4, betas=[0.5, 0.999], d_steps=1, batch_size=64)
+    runs = rung["runs"]
+    assert runs["gan_winner"]["setting"] == r["search"]["chosen"]
+    assert (default in [run["setting"] for run in runs.values()]) and len(runs) == 1 + (r["search"]["chosen"] != default)
+    assert rung["chosen"] == min(runs, key=lambda n: runs[n]["report"]["cheap_fd"]) == r["models"]["gan"]["run"]
+    assert r["settings"]["gan"] == runs[rung["chosen"]]["setting"]
+    assert r["models"]["gan"]["reported"] == runs[rung["chosen"]]["report"]
+    for run in runs.values():  # each run reaches the full budget and repeats the search's curve where they overlap
+        assert run["info"]["iterations"] == rung["iterations"] == r["run"]["iterations"]["gan"]
+        row = next(row for row in r["search"]["rows"] if {k: row[k] for k in default} == run["setting"])
+        in_run = dict(map(tuple, run["tracked"]["raw"]))
+        assert row["tracked"] and all(in_run[i] == pytest.approx(v, rel=1e-6) for i, v in row["tracked"])
     trial = r["wgan_lr"]["rows"]
     assert sorted(row["lr"] for row in trial) == sorted(r["wgan_lr"]["rates"]) and r["wgan_lr"]["chosen"] == trial[0]["lr"]
 
@@ -526,7 +555,7 @@ def test_smoke_run_shows_every_figure_it_saves(smoke_run):
     tmp_path, _, nb, _ = smoke_run
     written = {p.name for p in (tmp_path / "figures").glob("q2_*.png")}
     expected = {f"q2_{n}_{f}.png" for n in ("gan", "wgan", "ssgan") for f in ("losses", "stages")}
-    assert expected | {"q2_search.png", "q2_wgan_lr.png", "q2_quality_over_training.png", "q2_class_shares.png"} <= written
+    assert expected | {"q2_search.png", "q2_gan_final_rung.png", "q2_wgan_lr.png", "q2_quality_over_training.png", "q2_class_shares.png"} <= written
     assert image_outputs(nb) >= len(written)
 
 

@@ -1053,8 +1053,9 @@ print(f"reference (real vs real): FID floor {FID_FLOOR:.2f}, precision {REFERENC
 # `search_rungs[1]`. The score at the end of a rung is the final cheap FD **and its trend**:
 # `score = final FD + (final FD - best FD)`, so a setting falling away from its best ranks below
 # its last value. Rows are ranked by the furthest rung reached, then by score; the first row is the
-# chosen setting, and **the final GAN continues from its search state** (its checkpoint at the
-# last rung) instead of starting again: the search's iterations are part of its budget.
+# search's winner, and **its run continues from its search state** (its checkpoint at the last
+# rung) into the last rung below instead of starting again: the search's iterations are part of
+# its budget.
 
 # %% tags=["defs"]
 SEARCH_SETTINGS = [
@@ -1170,17 +1171,35 @@ def print_search(rows, columns=("lr", "betas", "d_steps")):
               f"{row['seconds'] / 60:6.1f}")
 
 
+def style_fd_axes(ax, title, legend_size=8, ncol=1):
+    ax.set_yscale("log")
+    ax.set_xlabel("generator iteration", fontsize=10)
+    ax.set_ylabel("cheap FD (classifier features, log)", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=legend_size, ncol=ncol)
+    ax.set_title(title, fontsize=9)
+
+
 def plot_search(rows, title, label):
     fig, ax = plt.subplots(figsize=(8, 4.2))
     for rank, row in enumerate(rows, 1):
         its, values = zip(*row["tracked"])
         ax.plot(its, values, lw=2.2 if rank == 1 else 1.2, label=f"{rank}. {label(row)}")
-    ax.set_yscale("log")
-    ax.set_xlabel("generator iteration", fontsize=10)
-    ax.set_ylabel("cheap FD (classifier features, log)", fontsize=10)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=9)
+    style_fd_axes(ax, title, legend_size=7)
+    return fig
+
+
+def plot_tracked(runs, title, ncol=1):
+    """Cheap FD over training, one colour per run (solid: the trained generator, dashed: its average);
+    a circle marks each run's reported generator. runs: {label: (color, tracked, report)}."""
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    for label, (color, tracked, report) in runs.items():
+        for kind, style in (("raw", "-"), ("ema", "--")):
+            if tracked.get(kind):
+                its, values = zip(*tracked[kind])
+                ax.plot(its, values, style, color=color, lw=1.3, label=f"{label} ({'EMA' if kind == 'ema' else 'trained'})")
+        ax.plot(report["iteration"], report["cheap_fd"], "o", color=color, ms=8, mfc="none")
+    style_fd_axes(ax, title, ncol=ncol)
     return fig
 
 
@@ -1203,7 +1222,7 @@ def train_gan_setting(name, trainer, iterations, setting):
 SEARCH_KW = dict(data_sha1=DATA_INFO["sha1"], seed=SEED, check_every=SETTINGS["cheap_fd_every"], ema_decay=EMA_DECAY,
                  from_weights=FROM_WEIGHTS)
 SEARCH = search_once("gan", SEARCH_SETTINGS, SETTINGS["search_rungs"], gan_trainer, train_gan_setting, "gan_search",
-                     WEIGHTS / "q2_gan_search.json", "gan", **SEARCH_KW) if RUN_SEARCH else []
+                     WEIGHTS / "q2_gan_search.json", "gan_winner", **SEARCH_KW) if RUN_SEARCH else []
 GAN_CONFIG = {k: SEARCH[0][k] for k in ("lr", "betas", "d_steps", "batch_size")} if SEARCH else dict(GAN_DEFAULT)
 GAN_CONFIG["betas"] = tuple(GAN_CONFIG["betas"])
 
@@ -1213,12 +1232,19 @@ if SEARCH:
     fig = plot_search(SEARCH, "GAN search: successive halving (a line ends where its setting was dropped)" + data_label(),
                       lambda r: f"lr {r['lr']:g}, betas {tuple(r['betas'])}, D steps {r['d_steps']}")
     save_figure(fig, "q2_search.png")
-print("chosen GAN setting (rank 1: furthest rung, lowest score):", GAN_CONFIG)
+print("the search's winner (rank 1: furthest rung, lowest score):", GAN_CONFIG)
 
 # %% [markdown]
-# ### Train the final GAN with the chosen setting
-# The chosen setting's run continues from its last rung to `iterations["gan"]` (one resumable job
-# from the first iteration). With `FROM_WEIGHTS` the final generator is read from `weights/`.
+# ### The final rung: the search's winner and the DCGAN default, both to the full budget
+# The search's last rung ends at 4,000 iterations, and a setting that leads there can still fall
+# apart later (the short-horizon bias of any search by early scores). So the search has a last
+# rung at the full budget, `iterations["gan"]`, with two candidates: **the search's winner**, which
+# continues from its search state, and **the DCGAN default** (Radford et al. 2016), kept as a
+# control whatever its early rank, because slow starters are what short rungs under-rate. The
+# default's search state was not kept (the search deletes dropped runs), so its run starts again
+# from iteration 0 with the same seed; its first rung repeats the search's exactly (checked
+# below). The reported GAN is the candidate whose reported generator has the lower cheap FD; with
+# `FROM_WEIGHTS` both generators and their histories are read from `weights/`.
 
 # %% tags=["defs"]
 def weights_config(trainer, iterations):
@@ -1239,6 +1265,30 @@ def finished_model(name, trainer, iterations, train):
     return net, history, info, report
 
 
+def same_setting(a, b):
+    return all(tuple(a[k]) == tuple(b[k]) if isinstance(a[k], (list, tuple)) else a[k] == b[k] for k in b)
+
+
+def final_rung_candidates(winner, default):
+    """{run name: setting} of the last rung: the search's winner (None: no search), and the default unless it is the winner."""
+    if winner is None:
+        return {"gan_default": default}
+    return {"gan_winner": winner} if same_setting(winner, default) else {"gan_winner": winner, "gan_default": default}
+
+
+def pick_final(reports):
+    """The run whose reported generator has the lowest cheap FD."""
+    return min(reports, key=lambda name: reports[name]["cheap_fd"])
+
+
+def search_value_at(rows, setting, iteration):
+    """The search's cheap FD of `setting` at `iteration`, or None if the search did not reach it."""
+    for row in rows:
+        if same_setting(row, setting):
+            return dict(row["tracked"]).get(iteration)
+    return None
+
+
 def describe_report(name, info, report):
     """One line: which generator every number of this model comes from, and how it was trained."""
     which = "weight-averaged (EMA) generator" if report["kind"] == "ema" else "trained (raw) generator"
@@ -1251,12 +1301,33 @@ def describe_report(name, info, report):
 
 
 # %% tags=["train"]
-GENERATORS, HISTORIES, INFOS, REPORTS = {}, {}, {}, {}
-TRAINERS = {"gan": gan_trainer(GAN_CONFIG)}
-print(TRAINERS["gan"].G, TRAINERS["gan"].D)
-GENERATORS["gan"], HISTORIES["gan"], INFOS["gan"], REPORTS["gan"] = finished_model(
-    "gan", TRAINERS["gan"], SETTINGS["iterations"]["gan"],
-    lambda name, trainer, iterations: train_gan_setting(name, trainer, iterations, GAN_CONFIG))
+GENERATORS, HISTORIES, INFOS, REPORTS, TRAINERS = {}, {}, {}, {}, {}
+FINAL_RUNG = final_rung_candidates(GAN_CONFIG if SEARCH else None, GAN_DEFAULT)
+for run_name, setting in FINAL_RUNG.items():
+    TRAINERS[run_name] = gan_trainer(setting)
+    GENERATORS[run_name], HISTORIES[run_name], INFOS[run_name], REPORTS[run_name] = finished_model(
+        run_name, TRAINERS[run_name], SETTINGS["iterations"]["gan"],
+        lambda name, trainer, iterations, setting=setting: train_gan_setting(name, trainer, iterations, setting))
+print(TRAINERS[run_name].G, TRAINERS[run_name].D)
+
+# %%
+GAN_RUN = pick_final({name: REPORTS[name] for name in FINAL_RUNG})
+print(f"{'run':12s} {'lr':>7s} {'betas':>12s} {'reported':>14s} {'cheap FD':>9s} {'best (iter)':>16s} {'final':>8s} {'at 2,000':>9s} {'search':>7s}")
+for name, setting in FINAL_RUNG.items():
+    rep, at_rung = REPORTS[name], dict(HISTORIES[name]["tracked"]["raw"]).get(SETTINGS["search_rungs"][0])
+    in_search = search_value_at(SEARCH, setting, SETTINGS["search_rungs"][0])
+    print(f"{name:12s} {setting['lr']:7g} {str(tuple(setting['betas'])):>12s} {rep['kind'] + ' @ ' + str(rep['iteration']):>14s} "
+          f"{rep['cheap_fd']:9.2f} {rep['best_cheap_fd']:8.2f} ({rep['best_iteration']:5d}) {rep['final_cheap_fd']:8.2f} "
+          f"{at_rung if at_rung is not None else float('nan'):9.2f} {in_search if in_search is not None else float('nan'):7.2f}")
+print(f"'at 2,000' and 'search': the run's and the search's raw cheap FD at the first rung (equal: the run repeats the search). "
+      f"Reported GAN: {GAN_RUN} ({FINAL_RUNG[GAN_RUN]}).")
+RUNG_CURVES = {f"{n.removeprefix('gan_')}: lr {FINAL_RUNG[n]['lr']:g}, betas {tuple(FINAL_RUNG[n]['betas'])}":
+               (color, HISTORIES[n]["tracked"], REPORTS[n]) for n, color in zip(FINAL_RUNG, ("tab:blue", "tab:purple"))}
+save_figure(plot_tracked(RUNG_CURVES, "GAN, last rung of the search at the full budget (circle: each run's reported generator)"
+                         + data_label()), "q2_gan_final_rung.png")
+for store in (GENERATORS, HISTORIES, INFOS, REPORTS, TRAINERS):
+    store["gan"] = store[GAN_RUN]
+GAN_SETTING = dict(FINAL_RUNG[GAN_RUN])  # the reported GAN's setting
 
 # %% [markdown]
 # ### Evaluation block (used for all three models)
@@ -1518,21 +1589,10 @@ SCORES["ssgan"] = evaluate_model("ssgan", extra_keys=("d_rotation", "g_rotation"
 # notebook's classifier, beside the same shares of 5,000 real test digits; and the closing table.
 
 # %%
-fig, ax = plt.subplots(figsize=(8, 4.2))
-for name, color in zip(("gan", "wgan", "ssgan"), ("tab:blue", "tab:orange", "tab:green")):
-    for kind, style in (("raw", "-"), ("ema", "--")):
-        tracked = HISTORIES[name]["tracked"].get(kind)
-        if tracked:
-            its, values = zip(*tracked)
-            ax.plot(its, values, style, color=color, lw=1.3, label=f"{name.upper()} ({'EMA' if kind == 'ema' else 'trained'})")
-    ax.plot(REPORTS[name]["iteration"], REPORTS[name]["cheap_fd"], "o", color=color, ms=7, mfc="none")
-ax.set_yscale("log")
-ax.set_xlabel("generator iteration", fontsize=10)
-ax.set_ylabel("Fréchet distance, classifier features (log)", fontsize=10)
-ax.grid(alpha=0.3, which="both")
-ax.legend(fontsize=8, ncol=3)
-ax.set_title("Quality over training (cheap metric; circle: the reported generator)" + data_label("ssgan"), fontsize=9)
-save_figure(fig, "q2_quality_over_training.png")
+MODEL_CURVES = {name.upper(): (color, HISTORIES[name]["tracked"], REPORTS[name])
+                for name, color in zip(("gan", "wgan", "ssgan"), ("tab:blue", "tab:orange", "tab:green"))}
+save_figure(plot_tracked(MODEL_CURVES, "Quality over training (cheap metric; circle: the reported generator)" + data_label("ssgan"),
+                         ncol=3), "q2_quality_over_training.png")
 
 # %%
 fig, ax = plt.subplots(figsize=(8, 3.8))
@@ -1551,7 +1611,7 @@ save_figure(fig, "q2_class_shares.png")
 # %%
 SUMMARY = {}
 for name in ("gan", "wgan", "ssgan"):
-    SUMMARY[name] = dict(INFOS[name], **SCORES[name], reported=REPORTS[name],
+    SUMMARY[name] = dict(INFOS[name], **SCORES[name], reported=REPORTS[name], run=GAN_RUN if name == "gan" else name,
                          tracked={k: [[int(i), float(v)] for i, v in t] for k, t in HISTORIES[name]["tracked"].items()})
 SUMMARY["ssgan"]["widths"] = dict(widths, reduced=widths != SPEC_WIDTHS)
 head = (f"{'model':9s} {'FID':>7s} {'prec':>6s} {'recall':>6s} {'legible':>7s} {'shares':>11s} {'reported':>14s} "
@@ -1581,9 +1641,12 @@ RESULTS_JSON = dict(
              legible=f"classifier probability >= {LEGIBLE_CONFIDENCE}", library="pytorch-fid 0.3.0, InceptionV3"),
     search=dict(settings=SEARCH_SETTINGS, method="successive halving", rungs=SETTINGS["search_rungs"],
                 score="final cheap FD + (final - best cheap FD)", rows=SEARCH, chosen=GAN_CONFIG,
-                continued_from_search=bool(SEARCH)),
+                continued_from_search=bool(SEARCH),
+                final_rung=dict(iterations=SETTINGS["iterations"]["gan"], chosen=GAN_RUN,
+                                runs={n: dict(setting=FINAL_RUNG[n], report=REPORTS[n], info=INFOS[n],
+                                              tracked=HISTORIES[n]["tracked"]) for n in FINAL_RUNG})),
     wgan_lr=dict(rates=WGAN_LRS, trial_iterations=SETTINGS["wgan_trial"], rows=WGAN_TRIAL, chosen=WGAN_CONFIG["lr"]),
-    settings=dict(gan=GAN_CONFIG, wgan=WGAN_CONFIG, ssgan=SSGAN, ema_decay=EMA_DECAY), models=SUMMARY)
+    settings=dict(gan=GAN_SETTING, wgan=WGAN_CONFIG, ssgan=SSGAN, ema_decay=EMA_DECAY), models=SUMMARY)
 (RESULTS / "q2.json").write_text(json.dumps(RESULTS_JSON, indent=1, default=list))
 print(f"wrote results/q2.json; wall time {RUN['wall_seconds'] / 60:.1f} min, profile {RUN['profile']}, "
       f"device {RUN['device']}, MNIST train n={DATA_INFO['n_train']:,}")
