@@ -42,9 +42,9 @@ MUTATIONS = [
     (Q1, "body: reference precision/recall computed real subset against itself",
      "REFERENCE = dict(fid=FID_FLOOR, **precision_recall(REAL_FEATURES, FLOOR_FEATURES),",
      "REFERENCE = dict(fid=FID_FLOOR, **precision_recall(REAL_FEATURES, REAL_FEATURES),"),
-    (Q1, "body: blank-sample geometry uses encoded log-variances instead of means",
-     "encode(MODELS[\"vae\"], IMAGES)[0],",
-     "encode(MODELS[\"vae\"], IMAGES)[1],"),
+    (Q1, "body: blank-sample geometry uses encoded log-variances instead of means",  # moved into model_blank_geometry
+     "encode(model, images)[0], active, data_mean_pixel)",
+     "encode(model, images)[1], active, data_mean_pixel)"),
     (Q1, "body: ControlVAE scores computed with the plain VAE's model",
      "FIDS[name], CODES[name], PROBABILITIES[name] = generated_scores(name, MODELS[name], SETTINGS[\"fid_gen\"], SEED)",
      "FIDS[name], CODES[name], PROBABILITIES[name] = generated_scores(name, MODELS[\"vae\"], SETTINGS[\"fid_gen\"], SEED)"),

@@ -268,12 +268,23 @@ def test_q1_next_runs_end_to_end_and_again_from_its_weights(q1_next, tmp_path):
     assert sorted(p.name for p in (tmp_path / "weights").glob("*.pt")) == [
         "q1_controlvae_kl14.pt", "q1_controlvae_kl8.pt", "q1_vae.pt"]
     (tmp_path / "checkpoints").rename(tmp_path / "checkpoints_moved")
+    # ... and each model is scored with its own network: perturb one model's decoder, and only its scores move
+    # (in the smoke run beta stays at 1, so the three networks are alike and their scores cannot tell them apart)
+    perturbed = tmp_path / "weights" / "q1_controlvae_kl8.pt"
+    saved = torch.load(perturbed, map_location="cpu", weights_only=False)
+    generator = torch.Generator().manual_seed(0)
+    saved["model"] = {k: v + 0.3 * torch.randn(v.shape, generator=generator) if k.startswith("decoder") and v.is_floating_point()
+                      else v for k, v in saved["model"].items()}
+    torch.save(saved, perturbed)
     nb = run_notebook(Q1_NEXT, tmp_path, FROM_WEIGHTS=True, **params)
     again = json.loads((tmp_path / "results" / "q1.json").read_text())
     assert not (tmp_path / "checkpoints" / "q1_vae.pt").exists(), "FROM_WEIGHTS must not train"
     for name, model in results["models"].items():
         for key in ("fid", "fid_binary", "precision", "recall", "mig", "final_kl", "iterations", "segments"):
-            assert again["models"][name][key] == model[key], (name, key)
+            if name != "controlvae_kl8" or key not in ("fid", "fid_binary", "precision", "recall"):  # these read samples
+                assert again["models"][name][key] == model[key], (name, key)
+        assert name != "controlvae_kl8" or (again["models"][name]["fid"] != model["fid"]
+                                            and again["models"][name]["fid_binary"] != model["fid_binary"])
     assert "final weights loaded" in outputs_text(nb)
 
 
@@ -295,6 +306,23 @@ def test_the_real_subset_on_disk_holds_the_data_as_8_bit_images(q1_next, tmp_pat
     folder, indices = q1_next.fixed_real_subset(images, 10, 0, tmp_path / "real")
     on_disk = q1_next.read_pngs(folder)
     assert np.array_equal(on_disk, images[indices] * 255)  # what FID reads is the data, white on black
+
+
+def test_a_code_at_an_encoded_data_mean_lies_at_distance_zero_from_the_data(q1_next):
+    torch.manual_seed(0)
+    model = q1_next.VAE().eval()
+    images = (np.random.default_rng(3).random((30, 64, 64)) < 0.1).astype(np.uint8)
+    means = q1_next.encode(model, images)[0]
+    history = dict(kl_per_latent=[[1.0] * 5 + [0.0] * (model.latent_dim - 5)] * 10)  # five active latents
+    codes = np.concatenate([means[:4], means[:4] + 3.0])
+    probabilities = np.zeros((8, 64, 64))
+    probabilities[4:] = 0.5  # the first four are blank
+    geometry = q1_next.model_blank_geometry(model, history, codes, probabilities, images, data_mean_pixel=0.1)
+    assert geometry["nearest"][:4] == pytest.approx(0, abs=1e-5)  # measured to the data's means, not log-variances
+    assert np.all(geometry["nearest"][4:] <= 3.0 * np.sqrt(5) + 1e-5)  # over the five active latents only
+    assert np.all(geometry["nearest"][4:] > 0.5)
+    assert geometry["norm"][:4] == pytest.approx(np.linalg.norm(means[:4, :5], axis=1), rel=1e-5)
+    assert geometry["summary"]["blank"]["n"] == 4 and list(geometry["blank"]) == [True] * 4 + [False] * 4
 
 
 class FeatureProbe:

@@ -1135,7 +1135,7 @@ FIDS["vae"], CODES["vae"], PROBABILITIES["vae"] = generated_scores("vae", MODELS
 # the decoder was trained on. Codes far from every encoded mean fall into holes of the aggregate
 # posterior q(z) = mean_x q(z|x), where the decoder never learnt to draw a sprite.
 
-# %%
+# %% tags=["defs"]
 @torch.no_grad()
 def encode(model, images, batch_size=1024):
     """Posterior means and log-variances of uint8 0/1 images (n, 64, 64)."""
@@ -1165,6 +1165,13 @@ def blank_sample_geometry(codes, probabilities, data_means, active, data_mean_pi
     return dict(blank=blank, norm=norm, nearest=nearest, summary=summary)
 
 
+def model_blank_geometry(model, history, codes, probabilities, images, data_mean_pixel, min_kl=0.1):
+    """blank_sample_geometry of a trained model: its prior codes against its encoded data means (not
+    their log-variances), over its active latents (final KL > min_kl)."""
+    active = final_kl_per_latent(history) > min_kl
+    return blank_sample_geometry(codes, probabilities, encode(model, images)[0], active, data_mean_pixel)
+
+
 def plot_blank_geometry(geometry, title):
     fig, axes = plt.subplots(1, 2, figsize=(6.5, 2.6))
     for ax, key, label in ((axes[0], "norm", "(a) |z| over the active latents"),
@@ -1191,9 +1198,8 @@ if blank.any():
     shown = PROBABILITIES["vae"][blank][:10]
     fig = image_grid(shown, 1, len(shown), "VAE: blank prior samples (mean pixel < 20% of the data's)" + data_label())
     save_figure(fig, "q1_vae_blank_samples.png")
-ACTIVE = {"vae": final_kl_per_latent(HISTORIES["vae"]) > 0.1}
-GEOMETRY = {"vae": blank_sample_geometry(CODES["vae"], PROBABILITIES["vae"], encode(MODELS["vae"], IMAGES)[0],
-                                         ACTIVE["vae"], DATA_INFO["mean_pixel"])}
+GEOMETRY = {"vae": model_blank_geometry(MODELS["vae"], HISTORIES["vae"], CODES["vae"], PROBABILITIES["vae"], IMAGES,
+                                         DATA_INFO["mean_pixel"])}
 print(json.dumps(GEOMETRY["vae"]["summary"], indent=1))
 if blank.any():
     fig = plot_blank_geometry(GEOMETRY["vae"], "VAE: where blank prior samples lie in latent space" + data_label())
