@@ -340,7 +340,9 @@ def test_each_q1_score_is_computed_on_the_images_it_names(q1_next, tmp_path, mon
     torch.manual_seed(0)
     model = q1_next.VAE().eval()
     probe = FeatureProbe()
-    real = probe((np.random.default_rng(2).random((50, 64, 64)) < 0.1).astype(np.uint8) * 255, None, None)
+    # "real" images: the model's own binary samples from other codes, so that its binary samples lie on the
+    # real manifold (precision and recall well above 0) and its Bernoulli means do not
+    real = probe(q1_next.binarise(q1_next.prior_samples(model, 50, seed=7)), None, None)
     for name, value in dict(inception_features=probe, INCEPTION=None, DEVICE=torch.device("cpu"), FID_BATCH_SIZE=10,
                             SAMPLES=tmp_path, MIN_IMAGES=2, REAL_FEATURES=real, REAL_STATS=q1_next.feature_statistics(real, 2),
                             FID_FLOOR=0.0, REFERENCE=dict(precision=1.0, recall=1.0), REAL_INDICES=np.arange(50),
@@ -356,5 +358,6 @@ def test_each_q1_score_is_computed_on_the_images_it_names(q1_next, tmp_path, mon
     assert scores["fid"] != pytest.approx(scores["fid_binary"])
     pr = q1_next.precision_recall(real, probe(binary, None, None))
     assert (scores["precision"], scores["recall"]) == (pr["precision"], pr["recall"])
+    assert pr != q1_next.precision_recall(real, probe(means, None, None))  # the probe tells the two apart
     assert scores["blank_share"] == q1_next.blank_share(probabilities, 0.1)
     assert np.array_equal(q1_next.read_pngs(tmp_path / "q1_m_binary"), binary)
