@@ -240,6 +240,29 @@ def test_final_weights_round_trip_and_refuse_other_settings(q2_next, tmp_path):
 
 
 # ---------------------------------------------------------------- the search
+def test_a_finished_run_is_read_from_its_weights_without_its_checkpoint(q2_next, tmp_path, monkeypatch):
+    trainer = gan_trainer(q2_next)
+    history = dict(d_loss=[1.0], g_loss=[1.0], tracked=dict(raw=[(4, 9.0)], ema=[]), snapshots=dict(raw={4: np.zeros((2, 28, 28))}))
+    info = dict(iterations=4, segments=1, train_hours=0.1)
+    report = dict(kind="raw", iteration=4, restored_best=False)
+    calls = []
+    for name, value in dict(WEIGHTS=tmp_path, FROM_WEIGHTS=False, RESUME=True, DEVICE=CPU, SEED=0, EMA_DECAY=0.0,
+                            DATA_INFO=dict(sha1="x")).items():
+        monkeypatch.setattr(q2_next, name, value, raising=False)
+    monkeypatch.setattr(q2_next, "choose_report", lambda h: report)
+    fake_train = lambda name, trainer, iterations: calls.append(iterations) or (history, info)
+    q2_next.finished_model("m", trainer, 4, fake_train)  # trains (here: the stand-in), then exports
+    assert calls == [4] and (tmp_path / "q2_m.pt").is_file()
+    net, _, info_again, report_again = q2_next.finished_model("m", trainer, 4, fake_train)
+    assert calls == [4] and info_again == info and report_again == report  # finished: read back, nothing trained
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), trainer.G.state_dict().values()))
+    q2_next.finished_model("m", trainer, 6, fake_train)  # a longer budget is another run: it trains
+    assert calls == [4, 6]
+    monkeypatch.setattr(q2_next, "RESUME", False)
+    q2_next.finished_model("m", trainer, 6, fake_train)  # RESUME = False retrains whatever is on disk
+    assert calls == [4, 6, 6]
+
+
 def test_every_setting_starts_from_the_same_networks(q2_next):
     a = gan_trainer(q2_next, dict(q2_next.GAN_DEFAULT))
     b = gan_trainer(q2_next, dict(q2_next.GAN_DEFAULT, lr=1e-3, betas=(0.0, 0.9)))

@@ -1252,11 +1252,17 @@ def weights_config(trainer, iterations):
                 data_sha1=DATA_INFO["sha1"])
 
 
+def exported_with(path, config):
+    """True when `path` holds a finished run's generator exported with `config` (its iterations included)."""
+    return path.is_file() and torch.load(path, map_location="cpu", weights_only=False)["config"] == config
+
+
 def finished_model(name, trainer, iterations, train):
-    """(generator, history, info, report) of a finished run: read from weights/ (FROM_WEIGHTS), or
-    trained (resuming any checkpoint; a finished one trains nothing more) and then exported."""
+    """(generator, history, info, report) of a finished run: read from weights/ (FROM_WEIGHTS, or when a
+    run with these settings finished earlier: its checkpoint is then not needed), or trained
+    (resuming any checkpoint; a finished one trains nothing more) and then exported."""
     path, config = WEIGHTS / f"q2_{name}.pt", weights_config(trainer, iterations)
-    if FROM_WEIGHTS:
+    if FROM_WEIGHTS or (RESUME and exported_with(path, config)):
         return load_generator(path, copy.deepcopy(trainer.G), config, DEVICE)
     history, info = train(name, trainer, iterations)
     report = choose_report(history)
