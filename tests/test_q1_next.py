@@ -308,6 +308,13 @@ def test_the_real_subset_on_disk_holds_the_data_as_8_bit_images(q1_next, tmp_pat
     assert np.array_equal(on_disk, images[indices] * 255)  # what FID reads is the data, white on black
 
 
+def test_the_final_kl_per_latent_averages_the_last_tenth_of_training(q1_next):
+    history = dict(kl_per_latent=[[float(i), 2.0 * i] for i in range(100)])  # KL rising through training
+    assert q1_next.final_kl_per_latent(history) == pytest.approx([94.5, 189.0])  # iterations 90-99
+    assert q1_next.final_kl_per_latent(history, fraction=0.5) == pytest.approx([74.5, 149.0])
+    assert q1_next.final_kl_per_latent(dict(kl_per_latent=[[1.0], [3.0]])) == pytest.approx([3.0])  # at least the last
+
+
 def test_a_code_at_an_encoded_data_mean_lies_at_distance_zero_from_the_data(q1_next):
     torch.manual_seed(0)
     model = q1_next.VAE().eval()
