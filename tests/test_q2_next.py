@@ -601,10 +601,16 @@ def test_from_weights_reproduces_every_score_without_training(smoke_run):
 def test_smoke_run_references_come_from_the_two_real_subsets_features(smoke_run, q2_next):
     tmp_path, kw, _, r = smoke_run
     data = tmp_path / "data"
-    (train, _, _), (test, _, _) = (q2_next.load_mnist([data], data, False, train=t) for t in (True, False))
+    (train, train_labels, _), (test, _, _) = (q2_next.load_mnist([data], data, False, train=t) for t in (True, False))
     real_dir, floor_dir = (data / r["fid"][key].removeprefix("data/") for key in ("real_subset", "floor_subset"))
     real_digits, floor_digits = train[np.load(real_dir / "indices.npy")], test[np.load(floor_dir / "indices.npy")]
     assert np.array_equal(q2_next.read_pngs(real_dir), real_digits) and np.array_equal(q2_next.read_pngs(floor_dir), floor_digits)
     real_f, floor_f = (np.load(data / "fid" / f"features_{q2_next.content_sha1(d)}_64.npy") for d in (real_digits, floor_digits))
     assert {k: r["reference"][k] for k in ("precision", "recall")} == q2_next.precision_recall(real_f, floor_f)
     assert r["fid_floor"] == pytest.approx(q2_next.frechet_distance(q2_next.gaussian_stats(real_f), q2_next.gaussian_stats(floor_f)))
+    # the reference labels are the classifier's on the same test digits
+    classifier, info = q2_next.trained_classifier(tmp_path / "weights" / "q2_classifier.pt", train, train_labels,
+                                                  r["classifier"]["steps"], CPU, r["classifier"]["seed"])
+    probabilities = q2_next.classifier_probabilities(classifier, floor_digits, CPU)
+    assert info["loaded"] and r["reference"]["class_share"] == pytest.approx(q2_next.class_shares(probabilities))
+    assert r["reference"]["legible_share"] == pytest.approx(q2_next.legible_share(probabilities))
