@@ -7,6 +7,10 @@ are left to the notebook's own top-to-bottom execution, which then finds every m
 
     setsid nohup .venv/bin/python scripts/train_notebook.py notebooks/01_controlvae_dsprites.ipynb \
         -p PROFILE cpu > logs/q1_train.log 2>&1 &
+
+--skip TEXT leaves out the `train` cells whose source contains TEXT, so that two jobs can train
+different models of one notebook at once (one core each), e.g. Q2's WGAN in one job and its SSGAN
+in another; each model has its own checkpoint, and a model already finished is only read back.
 """
 import argparse
 import ast
@@ -35,6 +39,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebook", type=Path)
     parser.add_argument("-p", dest="overrides", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--skip", action="append", default=[], metavar="TEXT",
+                        help="leave out the train cells whose source contains TEXT (repeatable)")
     args = parser.parse_args()
     os.environ.setdefault("MPLBACKEND", "Agg")
     nb = jupytext.read(args.notebook)  # an .ipynb or its percent-format .py twin
@@ -44,6 +50,10 @@ def main():
     for cell in nb.cells:
         tags = cell.metadata.get("tags", [])
         if cell.cell_type != "code" or not (set(tags) & {"parameters", *TAGS}):
+            continue
+        skipped = [text for text in args.skip if "train" in tags and text in cell.source]
+        if skipped:
+            print(f"skipped a train cell (it contains {skipped[0]!r})")
             continue
         exec(compile(cell.source, f"{args.notebook.name}:{tags[0]}", "exec"), ns)
         if "parameters" in tags:
