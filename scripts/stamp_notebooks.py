@@ -25,30 +25,10 @@ def run_line(r):
 
 
 def q1_summary(r):
-    if "reference" in r:
-        return q1_third_summary(r)
-    data = r["data"]
-    source = ("**OFFLINE STAND-IN** rendered from the dSprites latent grid (not the real file; held-out IoU "
-              f"{data['standin_check']['heldout_mean_iou']:.3f} against real samples)") if data["standin"] else data["source"]
-    lines = [f"- Run: {run_line(r)}.",
-             f"- Data: {source}, {data['n_images']:,} images.",
-             f"- FID: {r['fid']['num_gen']:,} generated vs {r['fid']['num_real']:,} real images (pytorch-fid), on the "
-             f"Bernoulli means and on binary samples; floor (two disjoint real subsets) {r['fid_floor']:.2f}.",
-             f"- Training: batch {r['run']['batch_size']}, until converged or a cap "
-             f"({r['run']['iterations']:,} iterations, {r['run']['wall_minutes']:g} min per model)."]
-    for name, m in r["models"].items():
-        target = "" if m["set_point"] is None else f" (set point {m['set_point']:g})"
-        lines.append(f"- {name}: {m['iterations']:,} iterations ({m['stop_reason']}, reconstruction plateau "
-                     f"{m['recon_plateau']:+.3f}); final KL {m['final_kl']:.2f}{target}, reconstruction "
-                     f"{m['final_recon']:.2f}, beta {m['final_beta']:.2f}; FID {m['fid']:.2f} (binary "
-                     f"{m['fid_binary']:.2f}), blank samples {100 * m['blank_share']:.1f}%, MIG {m['mig']:.3f}.")
-    return lines
-
-
-def q1_third_summary(r):
+    """The Q1 run: binary-sample FID is primary; every model trains the same N iterations."""
     data, ref = r["data"], r["reference"]
     source = data["label"] if data["reconstructed"] else data["source"]
-    lines = [f"- Run: {run_line(r)}" + ("" if r["run"].get("trained_here", True) else ", evaluated from `weights/`") + ".",
+    lines = [f"- Run: {run_line(r)}" + (", evaluated from `weights/`" if r["run"].get("from_weights") else "") + ".",
              f"- Data: {source}, {data['n_images']:,} images.",
              f"- FID: {r['fid']['num_gen']:,} generated vs {r['fid']['num_real']:,} real images (pytorch-fid); primary: "
              f"binary samples; reference (two disjoint real subsets): FID {r['fid_floor']:.2f}, precision "

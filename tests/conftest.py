@@ -12,10 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = Path(os.environ.get("HW6_NOTEBOOKS") or ROOT / "notebooks")
 Q1 = NOTEBOOKS / "01_controlvae_dsprites.ipynb"
 Q2 = NOTEBOOKS / "02_gans_mnist.ipynb"
-# The Q1 third run's code, in training (wip/README.md): tested here until it replaces the notebook
-# HW6_NEXT points these at copies (scripts/mutate.py --next)
-Q1_NEXT = Path(os.environ.get("HW6_NEXT") or ROOT / "wip") / "01_controlvae_dsprites.py"
-Q2_NEXT = Path(os.environ.get("HW6_NEXT") or ROOT / "wip") / "02_gans_mnist.py"  # the Q2 third run's code, likewise
+# The Q2 third run's code, in training (wip/README.md): tested here until it replaces the notebook
+# HW6_NEXT points it at a copy (scripts/mutate.py --next)
+Q2_NEXT = Path(os.environ.get("HW6_NEXT") or ROOT / "wip") / "02_gans_mnist.py"
 KERNEL = os.environ.get("HW6_KERNEL", "hw6")
 
 
@@ -73,11 +72,6 @@ def run_notebook(path, tmp_path, **parameters):
 @pytest.fixture(scope="session")
 def q1():
     return load_definitions(Q1)
-
-
-@pytest.fixture(scope="session")
-def q1_next():
-    return load_definitions(Q1_NEXT)
 
 
 def fake_dsprites_subset(seed=0, n=18432):

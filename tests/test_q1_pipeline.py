@@ -1,6 +1,5 @@
-"""The Q1 third run's notebook (wip/01_controlvae_dsprites.py, training in the background; it replaces
-notebooks/01_controlvae_dsprites.ipynb once every model has reached N): the dSprites reconstruction,
-equal-length resumable training, and the evaluation path, tested before the long run relies on them."""
+"""The Q1 notebook's pipeline: the dSprites reconstruction, equal-length resumable training, the
+evaluation path as properties, and the whole notebook end to end (then again from its weights)."""
 import json
 
 import numpy as np
@@ -8,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import Q1_NEXT, fake_dsprites_subset, rendered_by_scripts, run_notebook, shared_data_root
+from conftest import Q1, fake_dsprites_subset, rendered_by_scripts, run_notebook, shared_data_root
 from test_notebooks_smoke import image_outputs, outputs_text
 
 
@@ -21,56 +20,56 @@ def samples_file():
 
 
 # ---------------------------------------------------------------- the reconstruction (issue 18)
-def test_reconstruction_is_pixel_exact_on_every_real_orientation0_sample(q1_next, samples_file):
-    real, latents = q1_next.load_real_orientation0_samples(samples_file)
+def test_reconstruction_is_pixel_exact_on_every_real_orientation0_sample(q1, samples_file):
+    real, latents = q1.load_real_orientation0_samples(samples_file)
     assert len(real) == 338
-    subset = q1_next.render_dsprites_subset()
+    subset = q1.render_dsprites_subset()
     assert subset.shape == (18432, 64, 64) and subset.dtype == np.uint8 and set(np.unique(subset)) == {0, 1}
     index = latents[:, 0] * 6144 + latents[:, 1] * 1024 + latents[:, 2] * 32 + latents[:, 3]
     assert np.array_equal(subset[index], real)  # all 338, every pixel, in the data's index order
 
 
-def test_the_rule_with_rotation_reproduces_the_other_orientations(q1_next, samples_file):
+def test_the_rule_with_rotation_reproduces_the_other_orientations(q1, samples_file):
     with np.load(samples_file, allow_pickle=True) as f:
         imgs, classes, values = f["imgs"], f["latents_classes"], f["latents_values"]
-    rendered = q1_next.render_sprites(classes[:, [0, 1, 3, 4]], values[:, 2])
+    rendered = q1.render_sprites(classes[:, [0, 1, 3, 4]], values[:, 2])
     wrong = (rendered != imgs).sum(axis=(1, 2))
     assert len(imgs) == 19800 and wrong.sum() <= 10 and (wrong == 0).mean() >= 0.999
 
 
-def test_sprites_sit_where_their_factors_say(q1_next):
-    grid = q1_next.subset_latent_grid()
+def test_sprites_sit_where_their_factors_say(q1):
+    grid = q1.subset_latent_grid()
     pick = grid[[0, 6144 + 5 * 1024 + 31 * 32, 2 * 6144 + 3 * 1024 + 31]]  # varied shape, scale and position
-    imgs = q1_next.render_sprites(pick)
+    imgs = q1.render_sprites(pick)
     for img, (shape, scale, px, py) in zip(imgs, pick):
         rows, cols = np.nonzero(img)
         centre = 64 * (0.25 + 0.5 * np.array([px, py]) / 31)
         assert abs(cols.mean() + 0.5 - centre[0]) < 2.5 and abs(rows.mean() + 0.5 - centre[1]) < 2.5
-    sizes = q1_next.render_sprites(np.array([[0, s, 16, 16] for s in range(6)])).sum(axis=(1, 2))
+    sizes = q1.render_sprites(np.array([[0, s, 16, 16] for s in range(6)])).sum(axis=(1, 2))
     assert np.all(np.diff(sizes) > 0)  # a square's area grows with its scale class
     assert sizes[-1] == pytest.approx((2 * 9.6) ** 2, rel=0.1)
 
 
-def test_reconstruction_is_used_only_without_a_file_and_says_so(q1_next, samples_file, tmp_path):
-    imgs, info = q1_next.load_dsprites([samples_file.parents[1]], tmp_path, allow_download=False,
+def test_reconstruction_is_used_only_without_a_file_and_says_so(q1, samples_file, tmp_path):
+    imgs, info = q1.load_dsprites([samples_file.parents[1]], tmp_path, allow_download=False,
                                        allow_reconstruction=True)
     assert info["reconstructed"] and "not the course file" in info["source"]
     assert info["verified_against"]["pixel_exact"] == info["verified_against"]["images"] == 338
-    assert "338/338" in q1_next.describe_data(info)
+    assert "338/338" in q1.describe_data(info)
     with pytest.raises(FileNotFoundError, match="ALLOW_RECONSTRUCTION"):
-        q1_next.load_dsprites([tmp_path], tmp_path, allow_download=False, allow_reconstruction=False)
+        q1.load_dsprites([tmp_path], tmp_path, allow_download=False, allow_reconstruction=False)
 
 
-def test_a_course_file_is_loaded_first_and_compared_with_the_reconstruction(q1_next, tmp_path):
-    exact = q1_next.render_dsprites_subset()
-    np.savez_compressed(tmp_path / q1_next.COURSE_FILE, imgs=exact)
-    loaded, info = q1_next.load_dsprites([tmp_path], tmp_path, allow_download=False, allow_reconstruction=True)
+def test_a_course_file_is_loaded_first_and_compared_with_the_reconstruction(q1, tmp_path):
+    exact = q1.render_dsprites_subset()
+    np.savez_compressed(tmp_path / q1.COURSE_FILE, imgs=exact)
+    loaded, info = q1.load_dsprites([tmp_path], tmp_path, allow_download=False, allow_reconstruction=True)
     assert info["source"] == "course file" and not info["reconstructed"] and np.array_equal(loaded, exact)
     assert info["agreement_with_reconstruction"] == dict(images=18432, pixel_exact=18432, differing_pixels=0)
     changed = exact.copy()
     changed[5, 0, 0] ^= 1
-    np.savez_compressed(tmp_path / q1_next.COURSE_FILE, imgs=changed)
-    _, info = q1_next.load_dsprites([tmp_path], tmp_path, allow_download=False, allow_reconstruction=True)
+    np.savez_compressed(tmp_path / q1.COURSE_FILE, imgs=changed)
+    _, info = q1.load_dsprites([tmp_path], tmp_path, allow_download=False, allow_reconstruction=True)
     assert info["agreement_with_reconstruction"] == dict(images=18432, pixel_exact=18431, differing_pixels=1)
 
 
@@ -78,139 +77,139 @@ def test_a_course_file_is_loaded_first_and_compared_with_the_reconstruction(q1_n
 KW = dict(config=dict(batch_size=16, learning_rate=1e-4), device=torch.device("cpu"), print_every=100)
 
 
-def test_a_finished_run_trains_nothing_more_when_resumed(q1_next, tmp_path, monkeypatch):
+def test_a_finished_run_trains_nothing_more_when_resumed(q1, tmp_path, monkeypatch):
     imgs = fake_dsprites_subset(n=256)
-    model, history, info = q1_next.train_vae("f", imgs, q1_next.ConstantBeta(), iterations=5, checkpoint_dir=tmp_path, **KW)
+    model, history, info = q1.train_vae("f", imgs, q1.ConstantBeta(), iterations=5, checkpoint_dir=tmp_path, **KW)
     calls = []
-    monkeypatch.setattr(q1_next, "vae_step", lambda *a: calls.append(1))
-    again, history2, info2 = q1_next.train_vae("f", imgs, q1_next.ConstantBeta(), iterations=5, checkpoint_dir=tmp_path, **KW)
+    monkeypatch.setattr(q1, "vae_step", lambda *a: calls.append(1))
+    again, history2, info2 = q1.train_vae("f", imgs, q1.ConstantBeta(), iterations=5, checkpoint_dir=tmp_path, **KW)
     assert calls == [] and info2["iterations"] == 5 and info2["segments"] == 1
     assert history2["kl"] == history["kl"]
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
-def test_a_paused_segment_resumes_to_the_same_model_as_one_run(q1_next, tmp_path, monkeypatch):
+def test_a_paused_segment_resumes_to_the_same_model_as_one_run(q1, tmp_path, monkeypatch):
     imgs = fake_dsprites_subset(n=256)
-    straight, h1, _ = q1_next.train_vae("s", imgs, q1_next.PIController(8.0), iterations=6, checkpoint_dir=tmp_path / "a", **KW)
+    straight, h1, _ = q1.train_vae("s", imgs, q1.PIController(8.0), iterations=6, checkpoint_dir=tmp_path / "a", **KW)
     clock = iter(np.arange(0, 1e6, 30.0))  # every reading of the clock is 30 s later
-    monkeypatch.setattr(q1_next.time, "time", lambda: next(clock))
-    with pytest.raises(q1_next.TrainingPaused, match="run the notebook again"):
-        q1_next.train_vae("s", imgs, q1_next.PIController(8.0), iterations=6, checkpoint_dir=tmp_path / "b",
+    monkeypatch.setattr(q1.time, "time", lambda: next(clock))
+    with pytest.raises(q1.TrainingPaused, match="run the notebook again"):
+        q1.train_vae("s", imgs, q1.PIController(8.0), iterations=6, checkpoint_dir=tmp_path / "b",
                           segment_minutes=1.5, **KW)
     monkeypatch.undo()
     saved = torch.load(tmp_path / "b" / "q1_s.pt", weights_only=False)
     assert 0 < saved["step"] < 6 and saved["segments"][0]["end"] == saved["step"]
     assert saved["segments"][0]["seconds"] >= 1.5 * 60  # a segment lasts segment_minutes *minutes*
-    resumed, h2, info = q1_next.train_vae("s", imgs, q1_next.PIController(8.0), iterations=6, checkpoint_dir=tmp_path / "b", **KW)
+    resumed, h2, info = q1.train_vae("s", imgs, q1.PIController(8.0), iterations=6, checkpoint_dir=tmp_path / "b", **KW)
     assert info["segments"] == 2 and info["iterations"] == 6 and len(h2["kl"]) == 6
     assert [s["start"] for s in info["segment_log"]] == [0, saved["step"]] and info["segment_log"][-1]["end"] == 6
     assert np.allclose(h1["beta"], h2["beta"]) and np.allclose(h1["kl"], h2["kl"])
     assert all(torch.allclose(a, b) for a, b in zip(straight.parameters(), resumed.parameters()))
 
 
-def test_every_image_is_used_once_per_epoch(q1_next):
-    stream = q1_next.batches(100, 10, torch.Generator().manual_seed(0))
+def test_every_image_is_used_once_per_epoch(q1):
+    stream = q1.batches(100, 10, torch.Generator().manual_seed(0))
     epoch = torch.cat([next(stream) for _ in range(10)])
     assert sorted(epoch.tolist()) == list(range(100))
-    stream = q1_next.batches(105, 10, torch.Generator().manual_seed(0))  # the partial batch is dropped
+    stream = q1.batches(105, 10, torch.Generator().manual_seed(0))  # the partial batch is dropped
     assert all(len(next(stream)) == 10 for _ in range(25))
 
 
-def test_convergence_is_judged_on_the_last_two_tenths(q1_next):
+def test_convergence_is_judged_on_the_last_two_tenths(q1):
     history = dict(recon=[100.0] * 80 + [40.5] * 10 + [40.0] * 10, beta=[3.0] * 100)
-    c = q1_next.convergence(history, dict(recon_plateau=0.02, beta_drift=0.01))
+    c = q1.convergence(history, dict(recon_plateau=0.02, beta_drift=0.01))
     assert c["recon_plateau"]["value"] == pytest.approx(40 / 40.5 - 1) and c["recon_plateau"]["within"]
     assert c["beta_drift"]["value"] == 0 and c["beta_drift"]["within"]
     history["recon"][-10:] = [38.0] * 10
-    assert not q1_next.convergence(history, dict(recon_plateau=0.02, beta_drift=0.01))["recon_plateau"]["within"]
+    assert not q1.convergence(history, dict(recon_plateau=0.02, beta_drift=0.01))["recon_plateau"]["within"]
 
 
-def test_weights_round_trip_and_refuse_other_settings(q1_next, tmp_path):
+def test_weights_round_trip_and_refuse_other_settings(q1, tmp_path):
     imgs = fake_dsprites_subset(n=256)
-    model, history, info = q1_next.train_vae("w", imgs, q1_next.ConstantBeta(), iterations=3, checkpoint_dir=tmp_path, **KW)
-    q1_next.export_weights(tmp_path / "w.pt", model, history, info, KW["config"])
-    loaded, h, i = q1_next.load_weights(tmp_path / "w.pt", KW["config"], torch.device("cpu"))
+    model, history, info = q1.train_vae("w", imgs, q1.ConstantBeta(), iterations=3, checkpoint_dir=tmp_path, **KW)
+    q1.export_weights(tmp_path / "w.pt", model, history, info, KW["config"])
+    loaded, h, i = q1.load_weights(tmp_path / "w.pt", KW["config"], torch.device("cpu"))
     x = torch.from_numpy(imgs[:4]).float().unsqueeze(1)
     assert torch.allclose(model.encoder(x)[0], loaded.encoder(x)[0]) and list(h["kl"]) == history["kl"] and i == info
     with pytest.raises(ValueError, match="FROM_WEIGHTS = False"):
-        q1_next.load_weights(tmp_path / "w.pt", dict(KW["config"], learning_rate=1.0), torch.device("cpu"))
+        q1.load_weights(tmp_path / "w.pt", dict(KW["config"], learning_rate=1.0), torch.device("cpu"))
     with pytest.raises(FileNotFoundError, match="weights/"):
-        q1_next.load_weights(tmp_path / "none.pt", KW["config"], torch.device("cpu"))
+        q1.load_weights(tmp_path / "none.pt", KW["config"], torch.device("cpu"))
 
 
 # ---------------------------------------------------------------- evaluation inputs (issue 22)
-def test_prior_codes_are_standard_normal_and_repeat_with_their_seed(q1_next):
-    z = q1_next.prior_codes(20000, seed=3)
+def test_prior_codes_are_standard_normal_and_repeat_with_their_seed(q1):
+    z = q1.prior_codes(20000, seed=3)
     assert z.shape == (20000, 10)
     assert np.allclose(z.mean(0).numpy(), 0, atol=0.05) and np.allclose(z.var(0).numpy(), 1, atol=0.05)
-    assert torch.equal(z, q1_next.prior_codes(20000, seed=3)) and not torch.equal(z, q1_next.prior_codes(20000, seed=4))
+    assert torch.equal(z, q1.prior_codes(20000, seed=3)) and not torch.equal(z, q1.prior_codes(20000, seed=4))
 
 
-def test_samples_are_the_sigmoid_of_the_decoder_logits_of_prior_codes(q1_next):
+def test_samples_are_the_sigmoid_of_the_decoder_logits_of_prior_codes(q1):
     torch.manual_seed(0)
-    model = q1_next.VAE().eval()
-    probabilities = q1_next.prior_samples(model, 7, seed=5)
+    model = q1.VAE().eval()
+    probabilities = q1.prior_samples(model, 7, seed=5)
     with torch.no_grad():
-        expected = torch.sigmoid(model.decoder(q1_next.prior_codes(7, 5))).squeeze(1).numpy()
+        expected = torch.sigmoid(model.decoder(q1.prior_codes(7, 5))).squeeze(1).numpy()
     assert probabilities.shape == (7, 64, 64) and np.allclose(probabilities, expected, atol=1e-6)
     assert probabilities.min() >= 0 and probabilities.max() <= 1
     assert np.allclose(probabilities, model.sample(7, torch.Generator().manual_seed(5)).squeeze(1).numpy(), atol=1e-6)
 
 
-def test_precision_and_recall_separate_fidelity_from_coverage(q1_next):
+def test_precision_and_recall_separate_fidelity_from_coverage(q1):
     rng = np.random.default_rng(0)
     real = rng.normal(size=(600, 8))
-    same = q1_next.precision_recall(real, rng.normal(size=(600, 8)))
+    same = q1.precision_recall(real, rng.normal(size=(600, 8)))
     assert same["precision"] > 0.8 and same["recall"] > 0.8
-    collapsed = q1_next.precision_recall(real, rng.normal(scale=0.1, size=(600, 8)))  # faithful but not diverse
+    collapsed = q1.precision_recall(real, rng.normal(scale=0.1, size=(600, 8)))  # faithful but not diverse
     assert collapsed["precision"] > 0.9 and collapsed["recall"] < 0.2
-    far = q1_next.precision_recall(real, rng.normal(loc=6.0, size=(600, 8)))  # diverse but off the data
+    far = q1.precision_recall(real, rng.normal(loc=6.0, size=(600, 8)))  # diverse but off the data
     assert far["precision"] < 0.05
     with pytest.raises(ValueError, match="more than 3"):
-        q1_next.precision_recall(real[:3], real[:3])
+        q1.precision_recall(real[:3], real[:3])
 
 
-def test_the_real_data_has_no_blank_image_through_the_models_function(q1_next):
-    imgs = q1_next.render_dsprites_subset()
-    assert q1_next.blank_share(imgs.astype(float), imgs.mean()) == 0.0
-    assert q1_next.blank_share(np.zeros((4, 64, 64)), imgs.mean()) == 1.0
+def test_the_real_data_has_no_blank_image_through_the_models_function(q1):
+    imgs = q1.render_dsprites_subset()
+    assert q1.blank_share(imgs.astype(float), imgs.mean()) == 0.0
+    assert q1.blank_share(np.zeros((4, 64, 64)), imgs.mean()) == 1.0
 
 
-def test_sampled_codes_follow_the_posterior(q1_next):
+def test_sampled_codes_follow_the_posterior(q1):
     means, logvars = np.full((40000, 2), 3.0), np.log(np.full((40000, 2), 0.25))
-    z = q1_next.sampled_codes(means, logvars, seed=0)
+    z = q1.sampled_codes(means, logvars, seed=0)
     assert np.allclose(z.mean(0), 3.0, atol=0.02) and np.allclose(z.std(0), 0.5, atol=0.02)
 
 
-def test_a_carrier_does_not_survive_on_a_latent_that_passes_nothing(q1_next):
-    factors = q1_next.subset_latent_grid()
+def test_a_carrier_does_not_survive_on_a_latent_that_passes_nothing(q1):
+    factors = q1.subset_latent_grid()
     rng = np.random.default_rng(0)
     means = np.c_[factors.astype(float), rng.normal(size=(len(factors), 6))]
     logvars = np.zeros_like(means)
     logvars[:, :4] = np.log(1e-4)  # latents 0-3 pass their factor; now make latent 0 (shape) pure noise
     logvars[:, 0] = np.log(100.0)
-    _, gaps, normalised = q1_next.mig(means, factors)
-    _, _, sampled = q1_next.mig(q1_next.sampled_codes(means, logvars, 0), factors)
-    entropies = np.array([q1_next.entropy(factors[:, k]) for k in range(4)])
-    c = q1_next.carriers(normalised, sampled, gaps, entropies, kl_latents=np.r_[0.01, 5, 5, 5, np.zeros(6)])
+    _, gaps, normalised = q1.mig(means, factors)
+    _, _, sampled = q1.mig(q1.sampled_codes(means, logvars, 0), factors)
+    entropies = np.array([q1.entropy(factors[:, k]) for k in range(4)])
+    c = q1.carriers(normalised, sampled, gaps, entropies, kl_latents=np.r_[0.01, 5, 5, 5, np.zeros(6)])
     assert c["shape"]["latent"] == 0 and not c["shape"]["survives"]
     assert c["scale"]["survives"] and c["posX"]["survives"] and c["posY"]["survives"]
 
 
-def test_rankings_follow_the_primary_metric_and_report_disagreements(q1_next):
+def test_rankings_follow_the_primary_metric_and_report_disagreements(q1):
     scores = dict(a=dict(fid_binary=10.0, fid=50.0), b=dict(fid_binary=20.0, fid=40.0), c=dict(fid_binary=30.0, fid=60.0))
-    assert q1_next.rank_by(scores, "fid_binary") == ["a", "b", "c"]
-    assert q1_next.ranking_disagreements(scores) == [("a", "b")]
+    assert q1.rank_by(scores, "fid_binary") == ["a", "b", "c"]
+    assert q1.ranking_disagreements(scores) == [("a", "b")]
 
 
 # ---------------------------------------------------------------- the notebook, end to end
-def test_q1_next_runs_end_to_end_and_again_from_its_weights(q1_next, tmp_path):
+def test_q1_runs_end_to_end_and_again_from_its_weights(q1, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     np.savez_compressed(data / "sh3_sc6_y32_x32_imgs.npz", imgs=fake_dsprites_subset())
     params = dict(PROFILE="smoke", DATA_ROOT=str(data), DATA_DIR=str(data), OUTPUT_DIR=str(tmp_path),
                   ALLOW_DOWNLOAD=False, ALLOW_RECONSTRUCTION=False)
-    nb = run_notebook(Q1_NEXT, tmp_path, **params)
+    nb = run_notebook(Q1, tmp_path, **params)
     results = json.loads((tmp_path / "results" / "q1.json").read_text())
     assert results["run"]["profile"] == "smoke"
     assert results["data"]["source"] == "course file" and results["data"]["reconstructed"] is False
@@ -243,11 +242,11 @@ def test_q1_next_runs_end_to_end_and_again_from_its_weights(q1_next, tmp_path):
     # the call sites: the floor is drawn with the FID subset excluded, and the references are computed
     # on the two subsets' own (cached) features
     real_idx, floor_idx = (np.load(f / "indices.npy") for f in folders)
-    assert np.array_equal(floor_idx, q1_next.subset_indices(18432, 16, results["fid"]["floor_subset_seed"], exclude=real_idx))
+    assert np.array_equal(floor_idx, q1.subset_indices(18432, 16, results["fid"]["floor_subset_seed"], exclude=real_idx))
     real_f, floor_f = (np.load(f / "features.npy") for f in folders)
-    assert {k: reference[k] for k in ("precision", "recall")} == q1_next.precision_recall(real_f, floor_f)
-    assert results["fid_floor"] == pytest.approx(q1_next.frechet_distance(
-        q1_next.feature_statistics(real_f, 2), q1_next.feature_statistics(floor_f, 2)))
+    assert {k: reference[k] for k in ("precision", "recall")} == q1.precision_recall(real_f, floor_f)
+    assert results["fid_floor"] == pytest.approx(q1.frechet_distance(
+        q1.feature_statistics(real_f, 2), q1.feature_statistics(floor_f, 2)))
     written = sorted(p.stem for p in (tmp_path / "figures").glob("q1_*.png"))
     for name in ("q1_data", "q1_vae_losses", "q1_vae_samples", "q1_controlvae_kl", "q1_controlvae_recon",
                  "q1_controlvae_beta", "q1_controlvae_kl8_samples", "q1_controlvae_kl14_samples",
@@ -276,7 +275,7 @@ def test_q1_next_runs_end_to_end_and_again_from_its_weights(q1_next, tmp_path):
     saved["model"] = {k: v + 0.3 * torch.randn(v.shape, generator=generator) if k.startswith("decoder") and v.is_floating_point()
                       else v for k, v in saved["model"].items()}
     torch.save(saved, perturbed)
-    nb = run_notebook(Q1_NEXT, tmp_path, FROM_WEIGHTS=True, **params)
+    nb = run_notebook(Q1, tmp_path, FROM_WEIGHTS=True, **params)
     again = json.loads((tmp_path / "results" / "q1.json").read_text())
     assert not (tmp_path / "checkpoints" / "q1_vae.pt").exists(), "FROM_WEIGHTS must not train"
     for name, model in results["models"].items():
@@ -289,47 +288,59 @@ def test_q1_next_runs_end_to_end_and_again_from_its_weights(q1_next, tmp_path):
 
 
 # ---------------------------------------------------------------- the evaluation path, as properties (issue 22)
-def test_mig_is_zero_for_a_factor_that_two_latents_carry_equally(q1_next):
+def test_mig_is_zero_for_a_factor_that_two_latents_carry_equally(q1):
     rng = np.random.default_rng(0)
     factors = np.stack([rng.integers(0, 3, 3000), rng.integers(0, 32, 3000)], axis=1)
     copy_of_first = factors[:, :1] + rng.normal(0, 0.01, (3000, 1))
     noise = rng.normal(size=(3000, 2))
     codes = np.concatenate([copy_of_first, copy_of_first.copy(), factors[:, 1:2] + 0.0, noise], axis=1)
-    score, gaps, normalised = q1_next.mig(codes, factors)
+    score, gaps, normalised = q1.mig(codes, factors)
     assert gaps[0] == pytest.approx(0, abs=1e-9)  # redundancy is not disentanglement
     assert gaps[1] > 0.75 and score == pytest.approx(gaps.mean())  # 20 bins cap a 32-value copy near 0.82
     assert normalised[0, 0] == pytest.approx(1, abs=1e-6) and normalised[3:, 0].max() < 0.05
 
 
-def test_the_real_subset_on_disk_holds_the_data_as_8_bit_images(q1_next, tmp_path):
+def test_the_real_subset_on_disk_holds_the_data_as_8_bit_images(q1, tmp_path):
     images = (np.random.default_rng(0).random((40, 64, 64)) < 0.1).astype(np.uint8)  # dSprites: 0/1 pixels
-    folder, indices = q1_next.fixed_real_subset(images, 10, 0, tmp_path / "real")
-    on_disk = q1_next.read_pngs(folder)
+    folder, indices = q1.fixed_real_subset(images, 10, 0, tmp_path / "real")
+    on_disk = q1.read_pngs(folder)
     assert np.array_equal(on_disk, images[indices] * 255)  # what FID reads is the data, white on black
 
 
-def test_the_final_kl_per_latent_averages_the_last_tenth_of_training(q1_next):
+def test_the_final_kl_per_latent_averages_the_last_tenth_of_training(q1):
     history = dict(kl_per_latent=[[float(i), 2.0 * i] for i in range(100)])  # KL rising through training
-    assert q1_next.final_kl_per_latent(history) == pytest.approx([94.5, 189.0])  # iterations 90-99
-    assert q1_next.final_kl_per_latent(history, fraction=0.5) == pytest.approx([74.5, 149.0])
-    assert q1_next.final_kl_per_latent(dict(kl_per_latent=[[1.0], [3.0]])) == pytest.approx([3.0])  # at least the last
+    assert q1.final_kl_per_latent(history) == pytest.approx([94.5, 189.0])  # iterations 90-99
+    assert q1.final_kl_per_latent(history, fraction=0.5) == pytest.approx([74.5, 149.0])
+    assert q1.final_kl_per_latent(dict(kl_per_latent=[[1.0], [3.0]])) == pytest.approx([3.0])  # at least the last
 
 
-def test_a_code_at_an_encoded_data_mean_lies_at_distance_zero_from_the_data(q1_next):
+def test_a_code_at_an_encoded_data_mean_lies_at_distance_zero_from_the_data(q1):
     torch.manual_seed(0)
-    model = q1_next.VAE().eval()
+    model = q1.VAE().eval()
     images = (np.random.default_rng(3).random((30, 64, 64)) < 0.1).astype(np.uint8)
-    means = q1_next.encode(model, images)[0]
+    means = q1.encode(model, images)[0]
     history = dict(kl_per_latent=[[1.0] * 5 + [0.0] * (model.latent_dim - 5)] * 10)  # five active latents
     codes = np.concatenate([means[:4], means[:4] + 3.0])
     probabilities = np.zeros((8, 64, 64))
     probabilities[4:] = 0.5  # the first four are blank
-    geometry = q1_next.model_blank_geometry(model, history, codes, probabilities, images, data_mean_pixel=0.1)
+    geometry = q1.model_blank_geometry(model, history, codes, probabilities, images, data_mean_pixel=0.1)
     assert geometry["nearest"][:4] == pytest.approx(0, abs=1e-5)  # measured to the data's means, not log-variances
     assert np.all(geometry["nearest"][4:] <= 3.0 * np.sqrt(5) + 1e-5)  # over the five active latents only
     assert np.all(geometry["nearest"][4:] > 0.5)
     assert geometry["norm"][:4] == pytest.approx(np.linalg.norm(means[:4, :5], axis=1), rel=1e-5)
     assert geometry["summary"]["blank"]["n"] == 4 and list(geometry["blank"]) == [True] * 4 + [False] * 4
+
+
+def test_the_sigma_distance_counts_each_posteriors_own_standard_deviations(q1):
+    means = np.array([[0.0, 0.0], [10.0, 10.0]])
+    logvars = np.log(np.array([[0.01, 0.01], [4.0, 4.0]]))  # sigma 0.1 and 2
+    codes = np.array([[0.0, 0.0], [0.3, 0.0], [10.0, 14.0], [5.0, 5.0]])
+    found = q1.nearest_posterior_sigmas(codes, means, logvars, chunk=3)  # chunks must not change the answer
+    expected = [0.0, 3.0, 2.0, min(np.hypot(50, 50), np.hypot(2.5, 2.5))]  # the wide posterior is nearer in its sigmas
+    assert found == pytest.approx(expected)
+    geometry = q1.blank_sample_geometry(codes, np.zeros((4, 2, 2)), means, np.array([True, True]), 0.1, logvars)
+    assert geometry["sigmas"] == pytest.approx(expected)
+    assert geometry["summary"]["blank"]["median_nearest_sigmas"] == pytest.approx(np.median(expected))
 
 
 class FeatureProbe:
@@ -343,28 +354,49 @@ class FeatureProbe:
         return np.stack([flat.mean(1), extreme, projection], axis=1)
 
 
-def test_each_q1_score_is_computed_on_the_images_it_names(q1_next, tmp_path, monkeypatch):
+def test_each_q1_score_is_computed_on_the_images_it_names(q1, tmp_path, monkeypatch):
     torch.manual_seed(0)
-    model = q1_next.VAE().eval()
+    model = q1.VAE().eval()
     probe = FeatureProbe()
     # "real" images: the model's own binary samples from other codes, so that its binary samples lie on the
     # real manifold (precision and recall well above 0) and its Bernoulli means do not
-    real = probe(q1_next.binarise(q1_next.prior_samples(model, 50, seed=7)), None, None)
+    real = probe(q1.binarise(q1.prior_samples(model, 50, seed=7)), None, None)
     for name, value in dict(inception_features=probe, INCEPTION=None, DEVICE=torch.device("cpu"), FID_BATCH_SIZE=10,
-                            SAMPLES=tmp_path, MIN_IMAGES=2, REAL_FEATURES=real, REAL_STATS=q1_next.feature_statistics(real, 2),
+                            SAMPLES=tmp_path, MIN_IMAGES=2, REAL_FEATURES=real, REAL_STATS=q1.feature_statistics(real, 2),
                             FID_FLOOR=0.0, REFERENCE=dict(precision=1.0, recall=1.0), REAL_INDICES=np.arange(50),
                             DATA_INFO=dict(mean_pixel=0.1)).items():
-        monkeypatch.setattr(q1_next, name, value, raising=False)
-    scores, codes, probabilities = q1_next.generated_scores("m", model, 40, seed=0)
+        monkeypatch.setattr(q1, name, value, raising=False)
+    scores, codes, probabilities = q1.generated_scores("m", model, 40, seed=0)
     assert codes.shape == (40, model.latent_dim) and probabilities.min() >= 0 and probabilities.max() <= 1
-    binary = q1_next.binarise(probabilities, q1_next.BINARY_THRESHOLD)
-    means = q1_next.to_uint8(probabilities)
-    stats = lambda imgs: q1_next.feature_statistics(probe(imgs, None, None), 2)
-    assert scores["fid_binary"] == pytest.approx(q1_next.frechet_distance(q1_next.REAL_STATS, stats(binary)))
-    assert scores["fid"] == pytest.approx(q1_next.frechet_distance(q1_next.REAL_STATS, stats(means)))
+    binary = q1.binarise(probabilities, q1.BINARY_THRESHOLD)
+    means = q1.to_uint8(probabilities)
+    stats = lambda imgs: q1.feature_statistics(probe(imgs, None, None), 2)
+    assert scores["fid_binary"] == pytest.approx(q1.frechet_distance(q1.REAL_STATS, stats(binary)))
+    assert scores["fid"] == pytest.approx(q1.frechet_distance(q1.REAL_STATS, stats(means)))
     assert scores["fid"] != pytest.approx(scores["fid_binary"])
-    pr = q1_next.precision_recall(real, probe(binary, None, None))
+    pr = q1.precision_recall(real, probe(binary, None, None))
     assert (scores["precision"], scores["recall"]) == (pr["precision"], pr["recall"])
-    assert pr != q1_next.precision_recall(real, probe(means, None, None))  # the probe tells the two apart
-    assert scores["blank_share"] == q1_next.blank_share(probabilities, 0.1)
-    assert np.array_equal(q1_next.read_pngs(tmp_path / "q1_m_binary"), binary)
+    assert pr != q1.precision_recall(real, probe(means, None, None))  # the probe tells the two apart
+    assert scores["blank_share"] == q1.blank_share(probabilities, 0.1)
+    assert scores["blank_share_binary"] == q1.blank_share(binary / 255.0, 0.1)  # counted on what the primary FID sees
+    assert np.array_equal(q1.read_pngs(tmp_path / "q1_m_binary"), binary)
+
+
+def test_generated_features_are_read_back_only_for_the_same_images(q1, tmp_path, monkeypatch):
+    calls = []
+    features = lambda images: images.reshape(len(images), -1)[:, :3].astype(np.float64)
+
+    def probe(images, model, device, batch_size=100):
+        calls.append(len(images))
+        return features(images)
+
+    for name, value in dict(inception_features=probe, FEATURE_CACHE=tmp_path / "cache", INCEPTION=None, DEVICE=None,
+                            FID_BATCH_SIZE=10).items():
+        monkeypatch.setattr(q1, name, value, raising=False)
+    images = np.random.default_rng(0).integers(0, 256, (5, 64, 64), dtype=np.uint8)
+    first = q1.generated_features(images)
+    assert calls == [5] and np.array_equal(first, features(images))
+    assert np.array_equal(q1.generated_features(images.copy()), first) and calls == [5]  # read back, no pass
+    other = images.copy()
+    other[0, 0, 0] ^= 1  # one pixel differs: embedded afresh
+    assert np.array_equal(q1.generated_features(other), features(other)) and calls == [5, 5]
