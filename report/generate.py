@@ -117,7 +117,9 @@ def q1_values(r):
         "q1.data.exact": count(check["pixel_exact"]) if check else "0",
     }
     short_of = {name: short for short, name in Q1_MODELS.items()}
-    v["q1.ranking"] = r" $<$ ".join(MODEL_FA[short_of[name]] for name in get(r, "q1.fid.ranking"))  # by the primary FID
+    plain = {"vae": "VAE", "kl8": "ControlVAE ($KL^*=8$)", "kl14": "ControlVAE ($KL^*=14$)"}
+    # by the primary FID, best first; one left-to-right box, so the bidi algorithm cannot reorder it
+    v["q1.ranking"] = r"\mbox{\lr{" + " $<$ ".join(plain[short_of[name]] for name in get(r, "q1.fid.ranking")) + "}}"
     for short, name in Q1_MODELS.items():  # where prior samples lie against the training posteriors
         for group, g in get(r, f"q1.models.{name}.blank_geometry").items():
             v[f"q1.{short}.geometry.{group}.n"] = count(g["n"])
@@ -216,7 +218,7 @@ def q1_table(r):
         c = m["convergence"]
         return (f"{set_point} & ${m['final_kl']:.2f}$ & ${m['final_recon']:.2f}$ & ${m['final_beta']:.2f}$ & "
                 f"${c['recon_plateau']['value']:+.3f}$ & ${c['beta_drift']['value']:+.3f}$ & ${m['active_latents']}$ & "
-                f"${m['segments']}$ / ${m['train_hours']:.2f}$")
+                f"${m['segments']}$ & ${m['train_hours']:.2f}$")
     return q1_rows(r, cells)
 
 
