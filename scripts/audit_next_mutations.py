@@ -1,5 +1,5 @@
-"""Held-out mutations of the third runs' code (wip/), written by an auditor who had not seen the tests.
-Run: .venv/bin/python scripts/mutate.py --next --extra scripts/audit_next_mutations.py"""
+"""Mutations of the third runs' code, written (while it was in wip/) by an auditor who had not seen the tests.
+Run: .venv/bin/python scripts/mutate.py --extra scripts/audit_next_mutations.py"""
 MUTATIONS = [
     # ---------------- Q1: VAE / ControlVAE on dSprites ----------------
     # sampling and evaluation inputs

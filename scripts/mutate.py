@@ -1,15 +1,14 @@
 """Mutation check of the test suite (not run in CI): does a single wrong change to a notebook's code
 make the tests fail?
 
-Usage: .venv/bin/python scripts/mutate.py [--only SUBSTRING] [--timeout SECONDS] [--extra FILE] [--next]
+Usage: .venv/bin/python scripts/mutate.py [--only SUBSTRING] [--timeout SECONDS] [--extra FILE]
 (--extra: a Python file defining MUTATIONS in the same format, e.g. an independent audit's list,
-run instead of the list below; --next: mutate Q2's third-run code in wip/ (the .py twin) and run
-tests/test_q2_next.py: units first, the smoke runs only for a change the units miss; Q1 changes in
-such a list apply to notebooks/, whose Q1 third run has landed)
+run instead of the list below)
 For each mutation below it copies both notebooks into a temporary folder, applies one wrong change
 to the one code cell that contains the original text, points the tests at the copy
-(HW6_NOTEBOOKS) and runs the unit and training tests of that notebook (for Q1, then its end-to-end
-run, only when the units miss the change: it takes minutes). It prints each mutation as CAUGHT or MISSED and the score.
+(HW6_NOTEBOOKS) and runs that notebook's unit, training and pipeline tests, then, only when they miss
+the change, its whole smoke-profile executions (minutes each). It prints each mutation as CAUGHT or
+MISSED and the score.
 """
 import argparse
 import os
@@ -24,8 +23,10 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
 Q1, Q2 = "01_controlvae_dsprites.ipynb", "02_gans_mnist.ipynb"
-TESTS = {Q1: ["tests/test_q1_units.py", "tests/test_q1_training.py", "tests/test_q1_pipeline.py", "-k", "not end_to_end"],
-         Q2: ["tests/test_q2_units.py", "tests/test_q2_training.py"]}
+WHOLE_RUNS = "end_to_end or smoke_run or from_weights or readme_table"  # the notebook executions (minutes each)
+TESTS = {Q1: ["tests/test_q1_units.py", "tests/test_q1_training.py", "tests/test_q1_pipeline.py"],
+         Q2: ["tests/test_q2_units.py", "tests/test_q2_training.py", "tests/test_q2_pipeline.py"]}
+WHOLE = {Q1: "tests/test_q1_pipeline.py", Q2: "tests/test_q2_pipeline.py"}
 
 # (notebook, what it breaks, original text, wrong text)
 MUTATIONS = [
@@ -82,10 +83,13 @@ MUTATIONS = [
      "labels = torch.arange(4, device=x.device).repeat(q)"),
     (Q2, "asymmetric clipping", "p.clamp_(-c, c)", "p.clamp_(-c, 2 * c)"),
     (Q2, "search score ignores the trend", "return values[-1] + (values[-1] - min(values))", "return values[-1]"),
-    (Q2, "search rows ranked by score only", 'key=lambda c: (-c["rung"], c["score"])', 'key=lambda c: c["score"]'),
-    (Q2, "patience off by one", "if len(tracked) - 1 - best_at >= patience:", "if len(tracked) - best_at >= patience:"),
-    (Q2, "best generator never restored", 'if last_fd > 1.2 * best["cheap_fd"]:', "if False:"),
-    (Q2, "stale statistics kept", '(folder / "fid_stats.npz").unlink(missing_ok=True)', "pass"),
+    (Q2, "search rows ranked by score only", 'return sorted(rows.values(), key=lambda r: (-r["rung"], r["score"]))',
+     'return sorted(rows.values(), key=lambda r: r["score"])'),
+    (Q2, "report ignores the 1.2 tolerance", "restored = final_fd > tolerance * best[\"cheap_fd\"]",
+     "restored = final_fd > best[\"cheap_fd\"]"),
+    (Q2, "best generator never restored", '    if report["restored_best"]:\n        net.load_state_dict', "    if False:\n        net.load_state_dict"),
+    (Q2, "stale real subset kept", "if not (index_file.is_file() and np.array_equal(np.load(index_file), indices)",
+     "if not (index_file.is_file()"),
     (Q2, "FID count guard off", "        if count < min_images:", "        if count < 2:"),
     (Q2, "crop off centre", "return x[..., 2:30, 2:30]", "return x[..., 0:28, 0:28]"),
     (Q2, "class shares not normalised", "minlength=10) / len(labels)", "minlength=10) / 10"),
@@ -124,45 +128,16 @@ def run_tests(tests, env, timeout):
 
 
 def run_one(notebook, original, wrong, timeout):
-    """The unit tests of the mutated notebook; for Q1, then (only if they pass) its end-to-end run."""
+    """The unit tests of the mutated notebook, then (only if they pass) its whole smoke-profile runs."""
     with tempfile.TemporaryDirectory() as tmp:
         for name in (Q1, Q2):
             shutil.copy(ROOT / "notebooks" / name, Path(tmp) / name)
         mutate(Path(tmp) / notebook, original, wrong)
         env = dict(os.environ, HW6_NOTEBOOKS=tmp)
-        if run_tests(TESTS[notebook], env, timeout):
+        if run_tests([*TESTS[notebook], "-k", f"not ({WHOLE_RUNS})"], env, timeout):
             return "units"
-        if notebook == Q1 and run_tests(["tests/test_q1_pipeline.py", "-k", "end_to_end"], env, timeout):
+        if run_tests([WHOLE[notebook], "-k", WHOLE_RUNS], env, timeout):
             return "smoke run"
-        return None
-
-
-NEXT = {Q2: "02_gans_mnist.py"}  # Q1's third run has landed in notebooks/
-NEXT_TESTS = {Q2: "tests/test_q2_next.py"}
-WHOLE_RUNS = "end_to_end or smoke_run or from_weights or readme_table"  # the notebook executions (minutes each)
-
-
-def run_one_next(notebook, original, wrong, timeout):
-    """The same check on the third runs' code in wip/: its unit tests first, then (only if they pass)
-    the whole-notebook smoke runs, which alone execute the cells that are not `defs`."""
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in NEXT.values():
-            shutil.copy(ROOT / "wip" / name, Path(tmp) / name)
-        path = Path(tmp) / NEXT[notebook]
-        text = path.read_text()
-        if text.count(original) != 1:
-            raise SystemExit(f"mutation text found {text.count(original)} times in {path.name}: {original!r}")
-        path.write_text(text.replace(original, wrong))
-        env = dict(os.environ, HW6_NEXT=tmp)
-        for selection in (f"not ({WHOLE_RUNS})", WHOLE_RUNS):
-            try:
-                done = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                                       NEXT_TESTS[notebook], "-k", selection], cwd=ROOT, env=env,
-                                      capture_output=True, text=True, timeout=timeout)
-            except subprocess.TimeoutExpired:
-                return "a hang"
-            if done.returncode not in (0, 5):  # 5: no test selected
-                return "units" if selection.startswith("not") else "smoke run"
         return None
 
 
@@ -171,7 +146,6 @@ def main():
     parser.add_argument("--only", default="", help="run the mutations whose description contains this")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--extra", type=Path, help="run the MUTATIONS list of this Python file instead")
-    parser.add_argument("--next", action="store_true", help="mutate the third runs' code in wip/ and run its tests")
     args = parser.parse_args()
     mutations = MUTATIONS
     if args.extra:
@@ -182,10 +156,7 @@ def main():
     caught = 0
     for notebook, what, original, wrong in chosen:
         t0 = time.time()
-        if args.next and notebook in NEXT:
-            by = run_one_next(notebook, original, wrong, args.timeout)
-        else:
-            by = run_one(notebook, original, wrong, args.timeout)
+        by = run_one(notebook, original, wrong, args.timeout)
         hit = by is not None
         caught += hit
         print(f"{'CAUGHT' if hit else 'MISSED'}  {notebook[:2]}  {what}  ({time.time() - t0:.0f} s{', by the ' + by if by else ''})",

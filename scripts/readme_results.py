@@ -36,16 +36,11 @@ def q2_rows(r):
         label = f"Q2 {name}"
         if m.get("widths", {}).get("reduced"):
             label += f" (reduced width G{m['widths']['g']}/D{m['widths']['d']})"
-        if "reported" in m:  # the third run: which generator, legibility and diversity
-            rep = m["reported"]
-            more = (f"{'EMA' if rep['kind'] == 'ema' else 'trained'} generator at iteration {rep['iteration']:,}; "
-                    f"precision {m['precision']:.3f}, recall {m['recall']:.3f}; legible {m['legible_share']:.3f}; "
-                    f"class shares {min(m['class_share']):.3f}-{max(m['class_share']):.3f}")
-            yield label, data, f"{m['fid']:.2f}", more, "-", f"{m['iterations']:,}", hours(m)
-            continue
-        more = f"class shares {min(m['class_share']):.3f}-{max(m['class_share']):.3f}"
-        yield (label, data, f"{m['fid']:.2f}", more, "-", f"{m['iterations']:,} ({m['stop_reason']})",
-               minutes(m["train_seconds"]))
+        rep = m["reported"]  # which generator every number comes from
+        more = (f"{'EMA' if rep['kind'] == 'ema' else 'trained'} generator at iteration {rep['iteration']:,}; "
+                f"precision {m['precision']:.3f}, recall {m['recall']:.3f}; legible {m['legible_share']:.3f}; "
+                f"class shares {min(m['class_share']):.3f}-{max(m['class_share']):.3f}")
+        yield label, data, f"{m['fid']:.2f}", more, "-", f"{m['iterations']:,}", hours(m)
 
 
 def table():
@@ -62,9 +57,8 @@ def table():
         notes.append(f"`results/{key}.json`: profile `{r['run']['profile']}` on `{r['run']['device']}` "
                      f"({r['run']['torch_threads']} torch threads), FID on {r['fid']['num_gen']:,} generated vs "
                      f"{r['fid']['num_real']:,} real images; "
-                     + (f"FID floor (two disjoint real sets) {r['fid_floor']:.2f}; " if "fid_floor" in r else "")
-                     + (f"real-vs-real precision {r['reference']['precision']:.3f}, recall {r['reference']['recall']:.3f}; "
-                        if "reference" in r else "")
+                     + f"FID floor (two disjoint real sets) {r['fid_floor']:.2f}; "
+                     + f"real-vs-real precision {r['reference']['precision']:.3f}, recall {r['reference']['recall']:.3f}; "
                      + f"notebook wall time {minutes(r['run']['wall_seconds'])}.")
     return "\n".join(lines + [""] + [f"- {n}" for n in notes])
 

@@ -43,7 +43,7 @@ def q1_summary(r):
     return lines
 
 
-def q2_third_summary(r):
+def q2_summary(r):
     data, ref = r["data"], r["reference"]
     size = f"{data['n_train']:,} MNIST training digits" + ("" if data["official_size"] else " (**not** the official 60,000)")
     lines = [f"- Run: {run_line(r)}" + (", evaluated from `weights/`" if r["run"].get("from_weights") else "") + ".",
@@ -60,22 +60,6 @@ def q2_third_summary(r):
                      f"{m['legible_share']:.3f}, class shares {min(m['class_share']):.3f}-{max(m['class_share']):.3f}; "
                      f"{kind} generator at iteration {rep['iteration']:,} of {m['iterations']:,} ({m['epochs']:.1f} "
                      f"epochs, {m['segments']} segment(s), {m['train_hours']:.2f} h){note}.")
-    return lines
-
-
-def q2_summary(r):
-    if "reference" in r:
-        return q2_third_summary(r)
-    data = r["data"]
-    size = f"{data['n_train']:,} MNIST training digits" + ("" if data["official_size"] else " (**not** the official 60,000)")
-    lines = [f"- Run: {run_line(r)}.", f"- Data: {size}.",
-             f"- FID: {r['fid']['num_gen']:,} generated vs {r['fid']['num_real']:,} real images (pytorch-fid, 28x28); "
-             f"floor (5,000 training vs 5,000 test digits) {r['fid_floor']:.2f}."]
-    for name, m in r["models"].items():
-        width = m.get("widths", {})
-        note = f", **reduced width** G{width['g']}/D{width['d']}" if width.get("reduced") else ""
-        lines.append(f"- {name}: FID {m['fid']:.2f}, class shares {min(m['class_share']):.3f}-{max(m['class_share']):.3f}, "
-                     f"{m['iterations']:,} generator iterations ({m['epochs']:.1f} epochs, {m['stop_reason']}){note}.")
     return lines
 
 

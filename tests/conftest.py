@@ -12,9 +12,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = Path(os.environ.get("HW6_NOTEBOOKS") or ROOT / "notebooks")
 Q1 = NOTEBOOKS / "01_controlvae_dsprites.ipynb"
 Q2 = NOTEBOOKS / "02_gans_mnist.ipynb"
-# The Q2 third run's code, in training (wip/README.md): tested here until it replaces the notebook
-# HW6_NEXT points it at a copy (scripts/mutate.py --next)
-Q2_NEXT = Path(os.environ.get("HW6_NEXT") or ROOT / "wip") / "02_gans_mnist.py"
 KERNEL = os.environ.get("HW6_KERNEL", "hw6")
 
 
@@ -69,6 +66,16 @@ def run_notebook(path, tmp_path, **parameters):
     return nbformat.read(out, as_version=4)
 
 
+def image_outputs(nb):
+    """How many images an executed notebook shows."""
+    return sum("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+def outputs_text(nb):
+    """Everything an executed notebook printed."""
+    return "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
 @pytest.fixture(scope="session")
 def q1():
     return load_definitions(Q1)
@@ -98,11 +105,6 @@ def fake_dsprites_subset(seed=0, n=18432):
 @pytest.fixture(scope="session")
 def q2():
     return load_definitions(Q2)
-
-
-@pytest.fixture(scope="session")
-def q2_next():
-    return load_definitions(Q2_NEXT)
 
 
 def write_idx(path, array, magic):

@@ -91,13 +91,29 @@ def test_q1_declares_its_primary_metric_before_any_score_and_never_calls_its_dat
     assert "stand-in" not in text.lower()
 
 
-def test_q2_results_hold_the_new_measurements():
+def test_q2_results_hold_the_third_run_measurements():
     r = load("q2.json")
     assert r["data"]["n_train"] == 60000 and r["data"]["official_size"] is True
-    assert np.isfinite(r["fid_floor"])
+    assert np.isfinite(r["fid_floor"]) and r["reference"]["fid"] == r["fid_floor"]
+    assert all(0 <= r["reference"][k] <= 1 for k in ("precision", "recall", "legible_share"))
+    assert r["fid"]["num_gen"] >= 5000 and r["fid"]["num_real"] >= 5000
+    budget = r["run"]["iterations"]
+    if r["run"]["profile"] in ("cpu", "full"):  # issue 17's minimum budgets
+        assert budget["gan"] >= 20000 and budget["wgan"] >= 15000 and budget["ssgan"] >= 10000
     for name in ("gan", "wgan", "ssgan"):
         m = r["models"][name]
+        assert m["iterations"] == budget[name], "every model trains exactly its iterations"
         assert len(m["class_share"]) == 10 and sum(m["class_share"]) == pytest.approx(1.0)
-        assert m["image_size"] == [28, 28] and np.isfinite(m["fid"])
+        assert m["image_size"] == [28, 28] and np.isfinite(m["fid"]) and m["n"] == r["fid"]["num_gen"]
+        assert all(0 <= m[k] <= 1 for k in ("precision", "recall", "legible_share"))
+        rep = m["reported"]
+        assert rep["kind"] in ("raw", "ema") and 0 < rep["iteration"] <= m["iterations"]
+        assert rep["cheap_fd"] <= 1.2 * rep["best_cheap_fd"] + 1e-9  # the final one, or the best restored
+        stages = m["stages"]
+        assert len(set(stages.values())) == 3 and stages["final"] == rep["iteration"], "three distinct stages"
+        assert stages["early"] < stages["middle"] < stages["final"]
     rows = r["search"]["rows"]
-    assert max(row["iterations"] for row in rows) >= 1500 and r["search"]["chosen"]["lr"] == rows[0]["lr"]
+    assert min(row["iterations"] for row in rows) >= 2000 or r["run"]["profile"] == "smoke"  # none dropped before 2,000
+    assert {k: rows[0][k] for k in r["search"]["chosen"]} == r["search"]["chosen"]
+    assert r["models"]["gan"]["run"] == r["search"]["final_rung"]["chosen"]
+    assert r["wgan_lr"]["chosen"] == r["settings"]["wgan"]["lr"] == r["wgan_lr"]["rows"][0]["lr"]

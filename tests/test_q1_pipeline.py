@@ -7,8 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import Q1, fake_dsprites_subset, rendered_by_scripts, run_notebook, shared_data_root
-from test_notebooks_smoke import image_outputs, outputs_text
+from conftest import Q1, fake_dsprites_subset, image_outputs, outputs_text, rendered_by_scripts, run_notebook, shared_data_root
 
 
 @pytest.fixture(scope="module")

@@ -34,21 +34,26 @@ def quarter_in_four_orientations(x):
     return torch.cat([torch.rot90(x[:q], k, dims=(2, 3)) for k in range(4)]), torch.arange(4).repeat_interleave(q)
 
 
+def short_run(q2, trainer, real, iterations, d_steps, folder, check_every=2):
+    """A few iterations of the notebook's train_gan, scored by a constant stand-in for the cheap FD."""
+    return q2.train_gan("t", trainer, real, iterations, d_steps, torch.randn(100, 64), lambda net: 1.0, check_every, folder)
+
+
 def ssgan_trainer(q2, width=8):
     torch.manual_seed(0)
     return q2.GANTrainer("ssgan", q2.SSGenerator(ch=width), StubDiscriminator(), dict(q2.SSGAN), CPU)
 
 
 # ---------------------------------------------------------------- update counts and optimisers
-def test_each_iteration_makes_n_critic_updates_then_one_generator_update(q2):
+def test_each_iteration_makes_n_critic_updates_then_one_generator_update(q2, tmp_path):
     torch.manual_seed(0)
-    trainer = q2.GANTrainer("wgan", q2.Generator(), q2.Discriminator(), dict(q2.WGAN), CPU)
+    trainer = q2.GANTrainer("wgan", q2.Generator(), q2.Discriminator(), dict(q2.WGAN, lr=q2.WGAN_LRS[0]), CPU)
     calls = []
     d_update, g_update = trainer.d_update, trainer.g_update
     trainer.d_update = lambda real: (calls.append("D"), d_update(real))[1]
     trainer.g_update = lambda n: (calls.append("G"), g_update(n))[1]
     real = torch.rand(256, 1, 28, 28) * 2 - 1
-    history, info = q2.train_gan("w", trainer, real, iterations=3, d_steps=q2.WGAN["n_critic"], fixed_noise=torch.randn(100, 64))
+    history, info = short_run(q2, trainer, real, 3, q2.WGAN["n_critic"], tmp_path)
     assert q2.WGAN["n_critic"] == 5 and calls == (["D"] * 5 + ["G"]) * 3
     assert info["d_steps"] == 5 and len(history["g_loss"]) == 3
 
@@ -65,9 +70,10 @@ def test_each_critic_update_takes_a_fresh_real_batch(q2):
 
 
 def test_optimisers_rmsprop_for_wgan_and_adam_for_the_others(q2):
-    wgan = q2.GANTrainer("wgan", q2.Generator(), q2.Discriminator(), dict(q2.WGAN), CPU)
-    assert all(type(o) is torch.optim.RMSprop and o.defaults["lr"] == q2.WGAN["lr"] for o in (wgan.opt_g, wgan.opt_d))
-    assert q2.WGAN["clip"] == 0.01 and q2.WGAN_PAPER_LR == 5e-5
+    for lr in q2.WGAN_LRS:
+        wgan = q2.GANTrainer("wgan", q2.Generator(), q2.Discriminator(), dict(q2.WGAN, lr=lr), CPU)
+        assert all(type(o) is torch.optim.RMSprop and o.defaults["lr"] == lr for o in (wgan.opt_g, wgan.opt_d))
+    assert q2.WGAN["clip"] == 0.01 and q2.WGAN_LRS[0] == 5e-5  # the paper's rate is tried first
     gan = q2.GANTrainer("gan", q2.Generator(), q2.Discriminator(), dict(q2.GAN_DEFAULT), CPU)
     ssgan = ssgan_trainer(q2)
     for trainer, config in ((gan, q2.GAN_DEFAULT), (ssgan, q2.SSGAN)):
@@ -142,7 +148,7 @@ def test_ssgan_discriminator_uses_global_sum_pooling(q2):
 
 def test_ssgan_samples_are_cropped_to_28_for_fid(q2, monkeypatch):
     monkeypatch.setattr(q2, "DEVICE", CPU, raising=False)
-    images = q2.generated_digits(ssgan_trainer(q2), 6, seed=0, crop=True)
+    images = q2.generated_digits(ssgan_trainer(q2).G, 6, seed=0, crop=True)
     assert images.shape == (6, 28, 28) and images.dtype == np.uint8
 
 
@@ -150,90 +156,6 @@ def test_ssgan_samples_are_cropped_to_28_for_fid(q2, monkeypatch):
 def test_search_score_punishes_a_run_falling_away_from_its_best(q2):
     assert q2.search_score([(1, 50.0), (2, 20.0), (3, 30.0)]) == 40.0
     assert q2.search_score([(1, 50.0), (2, 30.0)]) == 30.0
-
-
-def test_successive_halving_ranks_by_rung_then_score(q2):
-    finals = {"a": 9.0, "b": 1.0, "c": 5.0, "d": 3.0}
-    candidates = [dict(name=k, done=0) for k in finals]
-
-    def advance(c, target):
-        c["done"] = target
-
-    def score(c):  # better settings get better with time; "d" collapses after rung 1
-        return finals[c["name"]] / c["done"] + (100.0 if c["name"] == "d" and c["done"] > 1 else 0.0)
-
-    ranked = q2.successive_halving(candidates, [1, 2, 4], advance, score)
-    assert [c["name"] for c in ranked] == ["b", "d", "c", "a"]
-    assert [c["done"] for c in ranked] == [4, 2, 1, 1]
-
-
-def test_search_rows_are_ranked_best_first_and_carry_their_curves(q2):
-    fake = torch.rand(256, 1, 28, 28) * 2 - 1
-    scores = iter(np.linspace(100, 1, 200))
-    rows = q2.run_search(dict(lr=[2e-4, 1e-3], betas=[(0.5, 0.999)], d_steps=[1], batch_size=[32]), fake, [2, 4],
-                         lambda g: float(next(scores)), 0, CPU, check_every=1)
-    assert [r["iterations"] for r in rows] == [4, 2]
-    assert rows[0]["final_cheap_fd"] == rows[0]["tracked"][-1][1] and len(rows[0]["tracked"]) == 4
-
-
-# ---------------------------------------------------------------- stop rules, resume, NaN
-class ScriptedMetric:
-    def __init__(self, values):
-        self.values = list(values)
-
-    def __call__(self, generator_net):
-        return self.values.pop(0)
-
-
-def test_patience_stops_and_the_best_generator_is_restored(q2):
-    torch.manual_seed(0)
-    trainer = q2.GANTrainer("gan", q2.Generator(), q2.Discriminator(), dict(q2.GAN_DEFAULT), CPU)
-    history, info = q2.train_gan("p", trainer, torch.rand(256, 1, 28, 28) * 2 - 1, iterations=100, d_steps=1,
-                                 fixed_noise=torch.randn(100, 64), tracker=ScriptedMetric([10, 5, 8, 9, 20, 30]),
-                                 track_every=2, patience=3)
-    assert info["iterations"] == 10 and info["stop_reason"].startswith("no cheap-FD improvement")
-    assert (info["best_iteration"], info["restored_best"], info["final_cheap_fd"]) == (4, 4, 5)
-    assert max(history["snapshots"]) == 10
-
-
-def test_wall_clock_cap_stops_training(q2):
-    trainer = q2.GANTrainer("gan", q2.Generator(), q2.Discriminator(), dict(q2.GAN_DEFAULT), CPU)
-    _, info = q2.train_gan("w", trainer, torch.rand(256, 1, 28, 28), iterations=100, d_steps=1,
-                           fixed_noise=torch.randn(100, 64), wall_minutes=1e-9)
-    assert (info["iterations"], info["stop_reason"]) == (1, "wall-clock cap")
-
-
-@pytest.mark.parametrize("d_steps", [1, 2])  # with 2, a resume must replay 2 batches per finished iteration
-def test_training_resumes_exactly_from_a_checkpoint(q2, tmp_path, d_steps):
-    real = torch.rand(256, 1, 28, 28) * 2 - 1
-
-    def run(folder, iterations):
-        torch.manual_seed(0)
-        trainer = q2.GANTrainer("gan", q2.Generator(), q2.Discriminator(), dict(q2.GAN_DEFAULT), CPU)
-        history, info = q2.train_gan("r", trainer, real, iterations, d_steps, torch.randn(100, 64),
-                                     checkpoint_dir=folder, checkpoint_minutes=0.0)
-        return trainer, history, info
-
-    straight, h1, _ = run(tmp_path / "a", 6)
-    run(tmp_path / "b", 3)
-    resumed, h2, info = run(tmp_path / "b", 6)
-    assert info["iterations"] == 6 and np.allclose(h1["d_loss"], h2["d_loss"]) and np.allclose(h1["g_loss"], h2["g_loss"])
-    for p1, p2 in zip(straight.G.parameters(), resumed.G.parameters()):
-        assert torch.allclose(p1, p2)
-
-
-def test_a_nan_loss_stops_training_with_a_clear_error(q2, tmp_path):
-    torch.manual_seed(0)
-    trainer = q2.GANTrainer("gan", q2.Generator(), q2.Discriminator(), dict(q2.GAN_DEFAULT), CPU)
-    real = torch.full((256, 1, 28, 28), float("nan"))
-    with pytest.raises(FloatingPointError, match=r"n, iteration 1: gan: the D loss is nan.*checkpoint"):
-        q2.train_gan("n", trainer, real, 5, 1, torch.randn(100, 64), checkpoint_dir=tmp_path)
-
-
-def test_stages_are_the_snapshots_nearest_5_50_and_100_percent(q2):
-    snaps = {i: torch.full((1,), float(i)) for i in (5, 10, 15, 50, 95, 100, 117)}
-    stages = q2.select_stages(snaps)
-    assert {k: v[0] for k, v in stages.items()} == {"early": 5, "middle": 50, "final": 117}
 
 
 # ---------------------------------------------------------------- data and FID helpers
@@ -244,9 +166,8 @@ def test_q2_real_subset_is_reproducible_and_a_stale_one_is_rewritten(q2, tmp_pat
     _, other = q2.fixed_real_subset(images, 40, 8, tmp_path / "c")
     assert np.array_equal(indices, again) and not np.array_equal(indices, other)
     np.save(folder / "indices.npy", other)
-    np.savez(folder / "fid_stats.npz", mu=np.zeros(3), sigma=np.eye(3))
     q2.fixed_real_subset(images, 40, 7, folder)
-    assert np.array_equal(np.load(folder / "indices.npy"), indices) and not (folder / "fid_stats.npz").exists()
+    assert np.array_equal(np.load(folder / "indices.npy"), indices)
     assert np.array_equal(q2.read_pngs(folder), images[indices])
 
 
@@ -273,7 +194,7 @@ def test_class_shares_count_the_classifier_labels(q2):
             return logits
 
     images = np.r_[np.full((3, 28, 28), 255), np.zeros((1, 28, 28))].astype(np.uint8)
-    shares = q2.class_shares(FixedClassifier(), images, CPU)
+    shares = q2.class_shares(q2.classifier_probabilities(FixedClassifier(), images, CPU))
     assert shares[1] == 0.75 and shares[7] == 0.25 and sum(shares) == 1.0
 
 
@@ -284,7 +205,7 @@ def test_a_generator_update_changes_the_generator_and_not_the_discriminator(q2, 
     if kind == "ssgan":
         trainer = ssgan_trainer(q2)
     else:
-        config = dict(q2.WGAN) if kind == "wgan" else dict(q2.GAN_DEFAULT)
+        config = dict(q2.WGAN, lr=q2.WGAN_LRS[0]) if kind == "wgan" else dict(q2.GAN_DEFAULT)
         trainer = q2.GANTrainer(kind, q2.Generator(), q2.Discriminator(), config, CPU)
     g_before = [p.detach().clone() for p in trainer.G.parameters()]
     d_before = [p.detach().clone() for p in trainer.D.parameters()]
@@ -303,25 +224,3 @@ def test_the_real_subset_has_no_repeated_image(q2, tmp_path):
     images = (np.random.default_rng(0).random((120, 28, 28)) * 255).astype(np.uint8)
     _, indices = q2.fixed_real_subset(images, 100, 3, tmp_path / "s")
     assert len(set(np.asarray(indices).tolist())) == 100
-
-
-class SnapshottingMetric(ScriptedMetric):
-    """Scripted values; also keeps a copy of the generator's weights at each check."""
-
-    def __init__(self, values):
-        super().__init__(values)
-        self.weights = []
-
-    def __call__(self, generator_net):
-        self.weights.append(copy.deepcopy(generator_net.state_dict()))
-        return super().__call__(generator_net)
-
-
-def test_the_restored_generator_is_the_one_of_the_best_check(q2):
-    torch.manual_seed(0)
-    trainer = q2.GANTrainer("gan", q2.Generator(), q2.Discriminator(), dict(q2.GAN_DEFAULT), CPU)
-    metric = SnapshottingMetric([10, 5, 8, 9, 20, 30])
-    q2.train_gan("p", trainer, torch.rand(256, 1, 28, 28) * 2 - 1, iterations=100, d_steps=1,
-                 fixed_noise=torch.randn(100, 64), tracker=metric, track_every=2, patience=3)
-    best = metric.weights[1]  # the check that scored 5 (iteration 4)
-    assert all(torch.equal(best[k], v) for k, v in trainer.G.state_dict().items())

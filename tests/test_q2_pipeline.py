@@ -1,7 +1,6 @@
-"""The Q2 third run's notebook (wip/02_gans_mnist.py, training in the background; it replaces
-notebooks/02_gans_mnist.ipynb once every model has trained its iterations): resumable equal-length
-training, weight averaging, the search, and the evaluation path, stated as properties that any correct
-implementation has."""
+"""Q2's notebook as a pipeline: resumable equal-length training, weight averaging, the search, and the
+evaluation path, stated as properties that any correct implementation has; then whole smoke-profile
+executions of the notebook (and its rerun from the final weights) with checks of what they record."""
 import copy
 import json
 import time
@@ -11,8 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import Q2_NEXT, fake_mnist, rendered_by_scripts, run_notebook, shared_data_root
-from test_notebooks_smoke import image_outputs, outputs_text
+from conftest import Q2, fake_mnist, image_outputs, outputs_text, rendered_by_scripts, run_notebook, shared_data_root
 
 CPU = torch.device("cpu")
 
@@ -40,31 +38,31 @@ def params(net):
 
 
 # ---------------------------------------------------------------- sampling and weight averaging
-def test_samples_come_from_eval_mode_and_the_mode_is_restored(q2_next):
+def test_samples_come_from_eval_mode_and_the_mode_is_restored(q2):
     torch.manual_seed(0)
-    G = q2_next.Generator()
+    G = q2.Generator()
     G.train()(torch.randn(64, 64))  # running statistics that differ from any one batch's
     z = torch.randn(10, 64)
-    out = q2_next.sample_images(G, z)
+    out = q2.sample_images(G, z)
     assert G.training
     with torch.no_grad():
         expected = G.eval()(z)
         batch_stats = G.train()(z)
     assert torch.equal(out, expected) and not torch.allclose(out, batch_stats)
-    digits = q2_next.generated_digits(G, 10, seed=3)
+    digits = q2.generated_digits(G, 10, seed=3)
     z3 = torch.randn(10, 64, generator=torch.Generator().manual_seed(5))  # seed + 2: apart from the cheap FD's noise
-    assert np.array_equal(digits, q2_next.to_uint8(q2_next.sample_images(G, z3)))
+    assert np.array_equal(digits, q2.to_uint8(q2.sample_images(G, z3)))
     assert digits.shape == (10, 28, 28) and digits.dtype == np.uint8
 
 
-def test_recomputed_batchnorm_holds_the_mean_and_variance_of_its_inputs_under_fresh_noise(q2_next):
+def test_recomputed_batchnorm_holds_the_mean_and_variance_of_its_inputs_under_fresh_noise(q2):
     torch.manual_seed(0)
-    G = q2_next.Generator()
+    G = q2.Generator()
     weights = params(G).clone()
     inputs = []
     first_norm = G.fc[1]
     hook = first_norm.register_forward_hook(lambda m, i, o: inputs.append(i[0].detach()))
-    q2_next.recompute_batchnorm(G, n_batches=4, batch_size=128, seed=7)
+    q2.recompute_batchnorm(G, n_batches=4, batch_size=128, seed=7)
     hook.remove()
     seen = torch.stack(inputs)  # (4, 128, 512)
     assert not G.training and torch.equal(params(G), weights)  # weights untouched, eval mode
@@ -72,12 +70,12 @@ def test_recomputed_batchnorm_holds_the_mean_and_variance_of_its_inputs_under_fr
     assert torch.allclose(first_norm.running_var, seen.var(dim=1, unbiased=True).mean(0), rtol=1e-4, atol=1e-6)
     assert first_norm.momentum == 0.1  # restored for training
     again = copy.deepcopy(G)
-    q2_next.recompute_batchnorm(again, n_batches=4, batch_size=128, seed=7)
+    q2.recompute_batchnorm(again, n_batches=4, batch_size=128, seed=7)
     assert torch.equal(again.fc[1].running_mean, first_norm.running_mean)  # seeded: the same statistics
 
 
-def test_the_average_follows_the_closed_form_and_is_not_trained(q2_next, tmp_path):
-    trainer = gan_trainer(q2_next, ema_decay=0.9)
+def test_the_average_follows_the_closed_form_and_is_not_trained(q2, tmp_path):
+    trainer = gan_trainer(q2, ema_decay=0.9)
     start = params(trainer.G).clone()
     assert torch.equal(params(trainer.G_ema), start) and not any(p.requires_grad for p in trainer.G_ema.parameters())
     lives = []
@@ -91,12 +89,12 @@ def test_the_average_follows_the_closed_form_and_is_not_trained(q2_next, tmp_pat
     assert all(id(p) not in {id(q) for g in trainer.opt_g.param_groups for q in g["params"]} for p in trainer.G_ema.parameters())
 
 
-def test_the_averaged_generator_is_scored_with_its_own_batchnorm(q2_next):
-    trainer = gan_trainer(q2_next, ema_decay=0.5)
+def test_the_averaged_generator_is_scored_with_its_own_batchnorm(q2):
+    trainer = gan_trainer(q2, ema_decay=0.5)
     trainer.iteration(small_real(), iter([torch.arange(64)] * 2), 1)
     net = trainer.generator("ema")
     assert net is not trainer.G_ema and not net.training
-    reference = q2_next.recompute_batchnorm(copy.deepcopy(trainer.G_ema))
+    reference = q2.recompute_batchnorm(copy.deepcopy(trainer.G_ema))
     assert torch.equal(net.fc[1].running_mean, reference.fc[1].running_mean)
     assert not torch.equal(net.fc[1].running_mean, trainer.G.fc[1].running_mean)
     assert trainer.generator("raw") is trainer.G
@@ -104,13 +102,13 @@ def test_the_averaged_generator_is_scored_with_its_own_batchnorm(q2_next):
 
 # ---------------------------------------------------------------- run control
 @pytest.mark.parametrize("d_steps", [1, 2])
-def test_exact_resume_gives_the_uninterrupted_run(q2_next, tmp_path, d_steps):
-    setting = dict(q2_next.GAN_DEFAULT, d_steps=d_steps)
-    whole, _ = train(q2_next, gan_trainer(q2_next, setting), tmp_path / "a", 6)
+def test_exact_resume_gives_the_uninterrupted_run(q2, tmp_path, d_steps):
+    setting = dict(q2.GAN_DEFAULT, d_steps=d_steps)
+    whole, _ = train(q2, gan_trainer(q2, setting), tmp_path / "a", 6)
     straight = torch.load(tmp_path / "a" / "q2_m.pt", weights_only=False)
-    train(q2_next, gan_trainer(q2_next, setting), tmp_path / "b", 3)
-    resumed_trainer = gan_trainer(q2_next, setting)
-    history, info = train(q2_next, resumed_trainer, tmp_path / "b", 6)
+    train(q2, gan_trainer(q2, setting), tmp_path / "b", 3)
+    resumed_trainer = gan_trainer(q2, setting)
+    history, info = train(q2, resumed_trainer, tmp_path / "b", 6)
     for key in ("G", "D", "G_ema"):
         for name, value in straight["trainer"][key].items():
             assert torch.equal(value, resumed_trainer.state_dict()[key][name]), (key, name)
@@ -118,61 +116,61 @@ def test_exact_resume_gives_the_uninterrupted_run(q2_next, tmp_path, d_steps):
     assert [s["start"] for s in info["segment_log"]] == [0, 3] and info["segment_log"][-1]["end"] == 6
 
 
-def test_a_finished_run_trains_nothing_more(q2_next, tmp_path):
-    train(q2_next, gan_trainer(q2_next), tmp_path, 4)
-    trainer = gan_trainer(q2_next)
-    history, info = train(q2_next, trainer, tmp_path, 4)
+def test_a_finished_run_trains_nothing_more(q2, tmp_path):
+    train(q2, gan_trainer(q2), tmp_path, 4)
+    trainer = gan_trainer(q2)
+    history, info = train(q2, trainer, tmp_path, 4)
     saved = torch.load(tmp_path / "q2_m.pt", weights_only=False)
     assert info["iterations"] == 4 and len(history["g_loss"]) == 4 and info["segments"] == 1
     assert all(torch.equal(v, trainer.G.state_dict()[k]) for k, v in saved["trainer"]["G"].items())
 
 
-def test_segments_of_one_process_count_as_one_session(q2_next, tmp_path):
-    train(q2_next, gan_trainer(q2_next), tmp_path, 2)
-    history, info = train(q2_next, gan_trainer(q2_next), tmp_path, 4)
+def test_segments_of_one_process_count_as_one_session(q2, tmp_path):
+    train(q2, gan_trainer(q2), tmp_path, 2)
+    history, info = train(q2, gan_trainer(q2), tmp_path, 4)
     assert info["segments"] == 2 and info["sessions"] == 1
     other = [dict(s, process="another machine") for s in info["segment_log"][:1]] + info["segment_log"][1:]
-    assert q2_next.sessions(other) == 2 and q2_next.sessions([{"start": 0}, {"start": 5}]) == 1
+    assert q2.sessions(other) == 2 and q2.sessions([{"start": 0}, {"start": 5}]) == 1
     assert not list(tmp_path.glob("*.tmp"))  # checkpoints are written whole, then renamed
 
 
-def test_checkpoint_of_other_settings_is_set_aside(q2_next, tmp_path):
-    train(q2_next, gan_trainer(q2_next), tmp_path, 2)
-    history, info = train(q2_next, gan_trainer(q2_next, dict(q2_next.GAN_DEFAULT, lr=1e-3)), tmp_path, 2)
+def test_checkpoint_of_other_settings_is_set_aside(q2, tmp_path):
+    train(q2, gan_trainer(q2), tmp_path, 2)
+    history, info = train(q2, gan_trainer(q2, dict(q2.GAN_DEFAULT, lr=1e-3)), tmp_path, 2)
     assert info["segments"] == 1 and (tmp_path / "q2_m.other-settings.pt").is_file()
 
 
-def test_every_batch_of_an_epoch_is_used_once(q2_next):
-    stream = q2_next.batches(100, 8, torch.Generator().manual_seed(0))
+def test_every_batch_of_an_epoch_is_used_once(q2):
+    stream = q2.batches(100, 8, torch.Generator().manual_seed(0))
     epoch = torch.cat([next(stream) for _ in range(100 // 8)])
     assert len(epoch) == 96 and len(set(epoch.tolist())) == 96
     assert not torch.equal(next(stream), epoch[:8])  # the next epoch is a fresh permutation
 
 
-def test_the_last_iteration_is_always_checked_and_snapshotted(q2_next, tmp_path):
-    history, _ = train(q2_next, gan_trainer(q2_next), tmp_path, 5, check_every=2)
+def test_the_last_iteration_is_always_checked_and_snapshotted(q2, tmp_path):
+    history, _ = train(q2, gan_trainer(q2), tmp_path, 5, check_every=2)
     for kind in ("raw", "ema"):
         assert [i for i, _ in history["tracked"][kind]] == [2, 4, 5]
         assert sorted(history["snapshots"][kind]) == [2, 4, 5]
         assert history["snapshots"][kind][5].shape == (100, 28, 28) and history["snapshots"][kind][5].dtype == np.uint8
 
 
-def test_segment_minutes_are_minutes_and_a_pause_keeps_the_checkpoint(q2_next, tmp_path):
+def test_segment_minutes_are_minutes_and_a_pause_keeps_the_checkpoint(q2, tmp_path):
     t0 = time.time()
-    with pytest.raises(q2_next.TrainingPaused):
-        train(q2_next, gan_trainer(q2_next), tmp_path, 10_000, segment_minutes=1.5 / 60)
+    with pytest.raises(q2.TrainingPaused):
+        train(q2, gan_trainer(q2), tmp_path, 10_000, segment_minutes=1.5 / 60)
     elapsed = time.time() - t0
     saved = torch.load(tmp_path / "q2_m.pt", weights_only=False)
     assert 1.5 <= elapsed < 30 and 1 < saved["step"] < 10_000
     assert saved["segments"][0]["seconds"] >= 1.5
 
 
-def test_a_nan_loss_stops_with_a_clear_error(q2_next, tmp_path):
-    trainer = gan_trainer(q2_next)
+def test_a_nan_loss_stops_with_a_clear_error(q2, tmp_path):
+    trainer = gan_trainer(q2)
     with torch.no_grad():
         trainer.D.net[-1].bias.fill_(float("nan"))
-    with pytest.raises(q2_next.NonFiniteLoss, match="iteration 1.*learning rate"):
-        train(q2_next, trainer, tmp_path, 3)
+    with pytest.raises(q2.NonFiniteLoss, match="iteration 1.*learning rate"):
+        train(q2, trainer, tmp_path, 3)
 
 
 # ---------------------------------------------------------------- the reported generator
@@ -188,14 +186,14 @@ def history_with(raw, ema):
     ([9, 2, 4, 3, 3], [9, 6, 5, 6, 6], "raw", True, 1000),    # final 3 > 1.2 x best 2: the best is reported
     ([9, 5, 2.5, 3, 3], [9, 9, 9, 9, 9], "raw", False, 2500),  # 3 <= 1.2 x 2.5: the final one stays
 ])
-def test_the_report_picks_the_kind_and_the_iteration(q2_next, raw, ema, kind, restored, iteration):
-    report = q2_next.choose_report(history_with(raw, ema))
+def test_the_report_picks_the_kind_and_the_iteration(q2, raw, ema, kind, restored, iteration):
+    report = q2.choose_report(history_with(raw, ema))
     assert (report["kind"], report["restored_best"], report["iteration"]) == (kind, restored, iteration)
     assert report["cheap_fd"] == pytest.approx(min(raw if kind == "raw" else ema) if restored else (raw if kind == "raw" else ema)[-1])
 
 
 @pytest.mark.parametrize("kind, sequence", [("raw", [5.0, 9.0, 1.0, 9.0, 9.0, 9.0]), ("ema", [9.0, 5.0, 9.0, 1.0, 9.0, 9.0])])
-def test_the_restored_best_is_the_network_that_scored_best(q2_next, tmp_path, kind, sequence):
+def test_the_restored_best_is_the_network_that_scored_best(q2, tmp_path, kind, sequence):
     scores = iter(sequence)  # checks at 2, 4, 6, each scoring raw then ema; the best (1.0) at 4
     scored = {}
 
@@ -204,73 +202,73 @@ def test_the_restored_best_is_the_network_that_scored_best(q2_next, tmp_path, ki
         scored.setdefault(value, {k: v.clone() for k, v in net.state_dict().items()})
         return value
 
-    trainer = gan_trainer(q2_next)
-    history, _ = train(q2_next, trainer, tmp_path, 6, check_every=2, tracker=tracker)
-    report = q2_next.choose_report(history)
+    trainer = gan_trainer(q2)
+    history, _ = train(q2, trainer, tmp_path, 6, check_every=2, tracker=tracker)
+    report = q2.choose_report(history)
     assert (report["kind"], report["restored_best"], report["iteration"]) == (kind, True, 4)
-    net = q2_next.reported_generator(trainer, history, report)
+    net = q2.reported_generator(trainer, history, report)
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in scored[1.0].items())
     assert not net.training and net is not trainer.G
     assert not torch.equal(params(net), params(trainer.G))  # the live generator is left as trained
 
 
-def test_stages_are_at_5_50_and_100_percent_of_the_reported_iteration(q2_next):
+def test_stages_are_at_5_50_and_100_percent_of_the_reported_iteration(q2):
     snapshots = {i: np.full((100, 28, 28), i % 256, np.uint8) for i in range(500, 20_001, 500)}
-    stages = q2_next.select_stages(snapshots, 12_000)
+    stages = q2.select_stages(snapshots, 12_000)
     assert [it for it, _ in stages.values()] == [500, 6000, 12_000]
     assert all(np.array_equal(images, snapshots[it]) for it, images in stages.values())
-    assert [it for it, _ in q2_next.select_stages(snapshots, 20_000).values()] == [1000, 10_000, 20_000]
+    assert [it for it, _ in q2.select_stages(snapshots, 20_000).values()] == [1000, 10_000, 20_000]
 
 
-def test_final_weights_round_trip_and_refuse_other_settings(q2_next, tmp_path):
-    trainer = gan_trainer(q2_next)
-    history, info = train(q2_next, trainer, tmp_path, 4)
-    report = q2_next.choose_report(history)
-    net = q2_next.reported_generator(trainer, history, report)
+def test_final_weights_round_trip_and_refuse_other_settings(q2, tmp_path):
+    trainer = gan_trainer(q2)
+    history, info = train(q2, trainer, tmp_path, 4)
+    report = q2.choose_report(history)
+    net = q2.reported_generator(trainer, history, report)
     config = dict(trainer.config, kind="gan", iterations=4)
-    q2_next.export_generator(tmp_path / "w.pt", net, history, info, report, config)
-    loaded, light, info2, report2 = q2_next.load_generator(tmp_path / "w.pt", q2_next.Generator(), config, CPU)
+    q2.export_generator(tmp_path / "w.pt", net, history, info, report, config)
+    loaded, light, info2, report2 = q2.load_generator(tmp_path / "w.pt", q2.Generator(), config, CPU)
     z = torch.randn(8, 64)
-    assert torch.equal(q2_next.sample_images(loaded, z), q2_next.sample_images(net, z))
+    assert torch.equal(q2.sample_images(loaded, z), q2.sample_images(net, z))
     assert report2 == report and info2["iterations"] == 4 and len(light["g_loss"]) == 4
     assert set(light["snapshots"]) == {report["kind"]}
     with pytest.raises(ValueError, match="FROM_WEIGHTS = False"):
-        q2_next.load_generator(tmp_path / "w.pt", q2_next.Generator(), dict(config, lr=1.0), CPU)
+        q2.load_generator(tmp_path / "w.pt", q2.Generator(), dict(config, lr=1.0), CPU)
     with pytest.raises(FileNotFoundError, match="FROM_WEIGHTS"):
-        q2_next.load_generator(tmp_path / "missing.pt", q2_next.Generator(), config, CPU)
+        q2.load_generator(tmp_path / "missing.pt", q2.Generator(), config, CPU)
 
 
 # ---------------------------------------------------------------- the search
-def test_a_finished_run_is_read_from_its_weights_without_its_checkpoint(q2_next, tmp_path, monkeypatch):
-    trainer = gan_trainer(q2_next)
+def test_a_finished_run_is_read_from_its_weights_without_its_checkpoint(q2, tmp_path, monkeypatch):
+    trainer = gan_trainer(q2)
     history = dict(d_loss=[1.0], g_loss=[1.0], tracked=dict(raw=[(4, 9.0)], ema=[]), snapshots=dict(raw={4: np.zeros((2, 28, 28))}))
     info = dict(iterations=4, segments=1, train_hours=0.1)
     report = dict(kind="raw", iteration=4, restored_best=False)
     calls = []
     for name, value in dict(WEIGHTS=tmp_path, FROM_WEIGHTS=False, RESUME=True, DEVICE=CPU, SEED=0, EMA_DECAY=0.0,
                             DATA_INFO=dict(sha1="x")).items():
-        monkeypatch.setattr(q2_next, name, value, raising=False)
-    monkeypatch.setattr(q2_next, "choose_report", lambda h: report)
+        monkeypatch.setattr(q2, name, value, raising=False)
+    monkeypatch.setattr(q2, "choose_report", lambda h: report)
     fake_train = lambda name, trainer, iterations: calls.append(iterations) or (history, info)
-    q2_next.finished_model("m", trainer, 4, fake_train)  # trains (here: the stand-in), then exports
+    q2.finished_model("m", trainer, 4, fake_train)  # trains (here: the stand-in), then exports
     assert calls == [4] and (tmp_path / "q2_m.pt").is_file()
-    net, _, info_again, report_again = q2_next.finished_model("m", trainer, 4, fake_train)
+    net, _, info_again, report_again = q2.finished_model("m", trainer, 4, fake_train)
     assert calls == [4] and info_again == info and report_again == report  # finished: read back, nothing trained
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), trainer.G.state_dict().values()))
-    q2_next.finished_model("m", trainer, 6, fake_train)  # a longer budget is another run: it trains
+    q2.finished_model("m", trainer, 6, fake_train)  # a longer budget is another run: it trains
     assert calls == [4, 6]
-    monkeypatch.setattr(q2_next, "RESUME", False)
-    q2_next.finished_model("m", trainer, 6, fake_train)  # RESUME = False retrains whatever is on disk
+    monkeypatch.setattr(q2, "RESUME", False)
+    q2.finished_model("m", trainer, 6, fake_train)  # RESUME = False retrains whatever is on disk
     assert calls == [4, 6, 6]
 
 
-def test_every_setting_starts_from_the_same_networks(q2_next):
-    a = gan_trainer(q2_next, dict(q2_next.GAN_DEFAULT))
-    b = gan_trainer(q2_next, dict(q2_next.GAN_DEFAULT, lr=1e-3, betas=(0.0, 0.9)))
+def test_every_setting_starts_from_the_same_networks(q2):
+    a = gan_trainer(q2, dict(q2.GAN_DEFAULT))
+    b = gan_trainer(q2, dict(q2.GAN_DEFAULT, lr=1e-3, betas=(0.0, 0.9)))
     assert torch.equal(params(a.G), params(b.G)) and torch.equal(params(a.D), params(b.D))
 
 
-def test_successive_halving_keeps_the_better_half_and_ranks_the_furthest_first(q2_next):
+def test_successive_halving_keeps_the_better_half_and_ranks_the_furthest_first(q2):
     scores = {0: 5.0, 1: 1.0, 2: 3.0, 3: 2.0, 4: 4.0}
     reached = {}
 
@@ -278,63 +276,63 @@ def test_successive_halving_keeps_the_better_half_and_ranks_the_furthest_first(q
         reached[i] = rung
         return scores[i] + (10 if rung == 200 and i == 1 else 0)  # setting 1 collapses on the second rung
 
-    rows = q2_next.successive_halving(5, [100, 200], advance)
+    rows = q2.successive_halving(5, [100, 200], advance)
     assert reached == {0: 100, 1: 200, 2: 100, 3: 200, 4: 100}  # the better two (1 and 3) went on
     assert [r["index"] for r in rows] == [3, 1, 2, 4, 0]  # furthest rung first, then score
 
 
-def test_search_score_rewards_the_end_and_penalises_a_fall_from_the_best(q2_next):
-    assert q2_next.search_score([(1, 10.0), (2, 5.0)]) == 5.0
-    assert q2_next.search_score([(1, 3.0), (2, 5.0)]) == 7.0
+def test_search_score_rewards_the_end_and_penalises_a_fall_from_the_best(q2):
+    assert q2.search_score([(1, 10.0), (2, 5.0)]) == 5.0
+    assert q2.search_score([(1, 3.0), (2, 5.0)]) == 7.0
 
 
-def test_the_last_rung_holds_the_winner_and_the_default_once(q2_next):
+def test_the_last_rung_holds_the_winner_and_the_default_once(q2):
     default = dict(lr=2e-4, betas=(0.5, 0.999), d_steps=1, batch_size=64)
     other = dict(default, betas=(0.0, 0.9))
-    assert q2_next.final_rung_candidates(other, default) == {"gan_winner": other, "gan_default": default}
-    assert q2_next.final_rung_candidates(dict(default, betas=[0.5, 0.999]), default) == {"gan_winner": dict(default, betas=[0.5, 0.999])}
-    assert q2_next.final_rung_candidates(None, default) == {"gan_default": default}
+    assert q2.final_rung_candidates(other, default) == {"gan_winner": other, "gan_default": default}
+    assert q2.final_rung_candidates(dict(default, betas=[0.5, 0.999]), default) == {"gan_winner": dict(default, betas=[0.5, 0.999])}
+    assert q2.final_rung_candidates(None, default) == {"gan_default": default}
     reports = {"gan_winner": dict(cheap_fd=30.0), "gan_default": dict(cheap_fd=20.0)}
-    assert q2_next.pick_final(reports) == "gan_default" and q2_next.pick_final({"gan_winner": reports["gan_winner"]}) == "gan_winner"
+    assert q2.pick_final(reports) == "gan_default" and q2.pick_final({"gan_winner": reports["gan_winner"]}) == "gan_winner"
     rows = [dict(other, tracked=[[2, 5.0], [4, 3.0]]), dict(default, betas=[0.5, 0.999], tracked=[[2, 9.0]])]
-    assert q2_next.search_value_at(rows, default, 2) == 9.0 and q2_next.search_value_at(rows, other, 4) == 3.0
-    assert q2_next.search_value_at(rows, default, 4) is None and q2_next.search_value_at([], default, 2) is None
+    assert q2.search_value_at(rows, default, 2) == 9.0 and q2.search_value_at(rows, other, 4) == 3.0
+    assert q2.search_value_at(rows, default, 4) is None and q2.search_value_at([], default, 2) is None
 
 
-def test_the_search_scores_each_row_at_its_rungs_end_and_its_winner_continues(q2_next, tmp_path, monkeypatch):
-    monkeypatch.setattr(q2_next, "CHECKPOINTS", tmp_path, raising=False)
-    settings = [dict(q2_next.GAN_DEFAULT, lr=lr) for lr in (2e-4, 1e-3, 5e-5)]
+def test_the_search_scores_each_row_at_its_rungs_end_and_its_winner_continues(q2, tmp_path, monkeypatch):
+    monkeypatch.setattr(q2, "CHECKPOINTS", tmp_path, raising=False)
+    settings = [dict(q2.GAN_DEFAULT, lr=lr) for lr in (2e-4, 1e-3, 5e-5)]
     fd = iter(np.linspace(9, 1, 200))  # every check scores lower than the one before
     tracker = lambda net: float(next(fd))
-    make = lambda s: gan_trainer(q2_next, s)
-    run = lambda name, trainer, it, s: train(q2_next, trainer, tmp_path, it, name=name, tracker=tracker)
-    rows = q2_next.run_search("gan", settings, [2, 4], make, run, "s")
+    make = lambda s: gan_trainer(q2, s)
+    run = lambda name, trainer, it, s: train(q2, trainer, tmp_path, it, name=name, tracker=tracker)
+    rows = q2.run_search("gan", settings, [2, 4], make, run, "s")
     assert [r["iterations"] for r in rows] == [4, 2, 2]
     for row in rows:
-        assert row["score"] == pytest.approx(q2_next.search_score(row["tracked"]))
+        assert row["score"] == pytest.approx(q2.search_score(row["tracked"]))
         assert row["tracked"][-1][0] == row["iterations"]  # scored at the end of its rung
     assert rows[0]["score"] == min(r["score"] for r in rows if r["iterations"] == 4)
-    q2_next.adopt_winner("s", rows, "gan")
+    q2.adopt_winner("s", rows, "gan")
     assert sorted(p.name for p in tmp_path.glob("q2_*.pt")) == ["q2_gan.pt"]
-    history, info = train(q2_next, make(settings[rows[0]["candidate"]]), tmp_path, 6, name="gan", tracker=tracker)
+    history, info = train(q2, make(settings[rows[0]["candidate"]]), tmp_path, 6, name="gan", tracker=tracker)
     assert info["segment_log"][0]["start"] == 0 and info["segment_log"][-1]["start"] == 4  # continued, not restarted
 
 
-def test_a_resumed_search_scores_a_run_past_its_rung_at_the_rung(q2_next, tmp_path):
-    settings = [dict(q2_next.GAN_DEFAULT, lr=lr) for lr in (2e-4, 1e-3)]
+def test_a_resumed_search_scores_a_run_past_its_rung_at_the_rung(q2, tmp_path):
+    settings = [dict(q2.GAN_DEFAULT, lr=lr) for lr in (2e-4, 1e-3)]
     fd = iter(np.linspace(9, 1, 200))
     tracker = lambda net: float(next(fd))
-    make = lambda s: gan_trainer(q2_next, s)
-    run = lambda name, trainer, it, s: train(q2_next, trainer, tmp_path, it, name=name, tracker=tracker)
+    make = lambda s: gan_trainer(q2, s)
+    run = lambda name, trainer, it, s: train(q2, trainer, tmp_path, it, name=name, tracker=tracker)
     run("s0", make(settings[0]), 6, settings[0])  # an interrupted search had taken setting 0 beyond the first rung
-    rows = q2_next.run_search("gan", settings, [4], make, run, "s")
+    rows = q2.run_search("gan", settings, [4], make, run, "s")
     row = next(r for r in rows if r["candidate"] == 0)
     assert row["iterations"] == 4 and row["tracked"][-1][0] == 4
-    assert row["score"] == pytest.approx(q2_next.search_score(row["tracked"]))
+    assert row["score"] == pytest.approx(q2.search_score(row["tracked"]))
 
 
-def test_a_finished_search_is_read_back_not_rerun(q2_next, tmp_path, monkeypatch):
-    monkeypatch.setattr(q2_next, "CHECKPOINTS", tmp_path, raising=False)
+def test_a_finished_search_is_read_back_not_rerun(q2, tmp_path, monkeypatch):
+    monkeypatch.setattr(q2, "CHECKPOINTS", tmp_path, raising=False)
     calls = []
 
     def fake_train(name, trainer, iterations, setting):
@@ -344,13 +342,13 @@ def test_a_finished_search_is_read_back_not_rerun(q2_next, tmp_path, monkeypatch
     settings = [dict(lr=lr, betas=(0.5, 0.999)) for lr in (3e-4, 1e-4, 2e-4)]
     kw = dict(data_sha1="x", seed=0, check_every=2, ema_decay=0.9)
     args = ("gan", settings, [2], lambda s: None, fake_train, "p", tmp_path / "s.json", "gan")
-    rows = q2_next.search_once(*args, **kw)
+    rows = q2.search_once(*args, **kw)
     assert [r["lr"] for r in rows] == [1e-4, 2e-4, 3e-4] and len(calls) == 3
-    assert json.loads(json.dumps(q2_next.search_once(*args, **kw))) == json.loads(json.dumps(rows)) and len(calls) == 3
-    q2_next.search_once(*args[:-2], tmp_path / "other.json", "gan", **dict(kw, seed=1))
+    assert json.loads(json.dumps(q2.search_once(*args, **kw))) == json.loads(json.dumps(rows)) and len(calls) == 3
+    q2.search_once(*args[:-2], tmp_path / "other.json", "gan", **dict(kw, seed=1))
     assert len(calls) == 6  # other settings: a new search
     with pytest.raises(FileNotFoundError, match="FROM_WEIGHTS"):
-        q2_next.search_once(*args[:-2], tmp_path / "missing.json", "gan", from_weights=True, **kw)
+        q2.search_once(*args[:-2], tmp_path / "missing.json", "gan", from_weights=True, **kw)
 
 
 # ---------------------------------------------------------------- the classifier and its scores
@@ -369,98 +367,98 @@ class RangeProbe(nn.Module):
         return 50.0 * nn.functional.one_hot(label, 10).float()
 
 
-def test_the_classifier_sees_digits_in_the_range_it_was_trained_on(q2_next):
+def test_the_classifier_sees_digits_in_the_range_it_was_trained_on(q2):
     probe = RangeProbe()
     black, white = np.zeros((3, 28, 28), np.uint8), np.full((2, 28, 28), 255, np.uint8)
-    probs = q2_next.classifier_probabilities(probe, np.concatenate([black, white]), CPU)
+    probs = q2.classifier_probabilities(probe, np.concatenate([black, white]), CPU)
     seen = torch.cat(probe.seen)
     assert seen.min() == -1 and seen.max() == 1  # the scaling of to_model_range, as in training
-    assert np.allclose(probs.sum(1), 1) and q2_next.class_shares(probs) == [0.6] + [0.0] * 8 + [0.4]
-    assert q2_next.legible_share(probs) == 1.0
+    assert np.allclose(probs.sum(1), 1) and q2.class_shares(probs) == [0.6] + [0.0] * 8 + [0.4]
+    assert q2.legible_share(probs) == 1.0
 
 
-def test_legible_share_counts_confident_labels_only(q2_next):
+def test_legible_share_counts_confident_labels_only(q2):
     probs = np.array([[0.9, 0.1] + [0] * 8, [0.89, 0.11] + [0] * 8, [0.5, 0.5] + [0] * 8, [0, 1.0] + [0] * 8])
-    assert q2_next.legible_share(probs) == 0.5 and q2_next.class_shares(probs)[:2] == [0.75, 0.25]
+    assert q2.legible_share(probs) == 0.5 and q2.class_shares(probs)[:2] == [0.75, 0.25]
 
 
-def test_the_cheap_fd_uses_the_penultimate_features_and_fixed_noise(q2_next):
+def test_the_cheap_fd_uses_the_penultimate_features_and_fixed_noise(q2):
     torch.manual_seed(0)
-    classifier = q2_next.DigitClassifier().eval()
+    classifier = q2.DigitClassifier().eval()
     real = small_real(300)
-    cheap = q2_next.make_cheap_fd(classifier, real, 200, CPU, seed=0)
-    G = q2_next.Generator()
+    cheap = q2.make_cheap_fd(classifier, real, 200, CPU, seed=0)
+    G = q2.Generator()
     first = cheap(G)
     assert cheap(G) == first  # the same noise every check
     with torch.no_grad():
         classifier.head.weight.mul_(5)  # the logits change; the features do not
     assert cheap(G) == pytest.approx(first, rel=1e-9)
     z = torch.randn(200, 64, generator=torch.Generator().manual_seed(1))
-    fake = q2_next.to_model_range(q2_next.to_uint8(q2_next.sample_images(G, z)))
+    fake = q2.to_model_range(q2.to_uint8(q2.sample_images(G, z)))
     idx = torch.randperm(300, generator=torch.Generator().manual_seed(0))[:200]
-    stats = [q2_next.gaussian_stats(q2_next.classifier_features(classifier, x)) for x in (real[idx], fake)]
-    assert first == pytest.approx(q2_next.frechet_distance(*stats), rel=1e-9)
+    stats = [q2.gaussian_stats(q2.classifier_features(classifier, x)) for x in (real[idx], fake)]
+    assert first == pytest.approx(q2.frechet_distance(*stats), rel=1e-9)
 
 
 @pytest.fixture(scope="module")
-def real_mnist(q2_next):
+def real_mnist(q2):
     root = shared_data_root()
     if root is None or not (root / "MNIST" / "raw").is_dir():
         pytest.skip("offline MNIST not found (set HW6_DATA_ROOT)")
-    train_set = q2_next.load_mnist([root], root, False, train=True)
-    test_set = q2_next.load_mnist([root], root, False, train=False)
+    train_set = q2.load_mnist([root], root, False, train=True)
+    test_set = q2.load_mnist([root], root, False, train=False)
     return train_set, test_set
 
 
-def test_real_test_digits_score_as_real_digits_through_the_notebooks_path(q2_next, real_mnist, tmp_path):
+def test_real_test_digits_score_as_real_digits_through_the_notebooks_path(q2, real_mnist, tmp_path):
     (train_images, train_labels, _), (test_images, test_labels, _) = real_mnist
-    classifier, info = q2_next.trained_classifier(tmp_path / "c.pt", train_images[:10000], train_labels[:10000], 300, CPU)
-    again, info2 = q2_next.trained_classifier(tmp_path / "c.pt", train_images[:10000], train_labels[:10000], 300, CPU)
+    classifier, info = q2.trained_classifier(tmp_path / "c.pt", train_images[:10000], train_labels[:10000], 300, CPU)
+    again, info2 = q2.trained_classifier(tmp_path / "c.pt", train_images[:10000], train_labels[:10000], 300, CPU)
     assert info2["loaded"] == "c.pt" and info["loaded"] is None
-    probs = q2_next.classifier_probabilities(again, test_images[:3000], CPU)
-    shares = np.array(q2_next.class_shares(probs))
+    probs = q2.classifier_probabilities(again, test_images[:3000], CPU)
+    shares = np.array(q2.class_shares(probs))
     assert np.all((shares > 0.07) & (shares < 0.13))  # near uniform, as MNIST's classes are
-    assert q2_next.legible_share(probs) > 0.8 and (probs.argmax(1) == test_labels[:3000]).mean() > 0.9
+    assert q2.legible_share(probs) > 0.8 and (probs.argmax(1) == test_labels[:3000]).mean() > 0.9
 
 
 # ---------------------------------------------------------------- FID-side helpers
-def test_precision_and_recall_measure_fidelity_and_coverage(q2_next):
+def test_precision_and_recall_measure_fidelity_and_coverage(q2):
     rng = np.random.default_rng(0)
     real = np.concatenate([rng.normal(0, 0.1, (100, 4)), rng.normal(5, 0.1, (100, 4))])
-    same = q2_next.precision_recall(real, real.copy())
-    one_mode = q2_next.precision_recall(real, rng.normal(0, 0.1, (100, 4)))
-    far = q2_next.precision_recall(real, rng.normal(50, 0.1, (100, 4)))
+    same = q2.precision_recall(real, real.copy())
+    one_mode = q2.precision_recall(real, rng.normal(0, 0.1, (100, 4)))
+    far = q2.precision_recall(real, rng.normal(50, 0.1, (100, 4)))
     assert same == dict(precision=1.0, recall=1.0)
     assert one_mode["precision"] >= 0.85 and 0.3 <= one_mode["recall"] <= 0.5  # faithful, but half the modes
     assert far == dict(precision=0.0, recall=0.0)
 
 
-def test_features_are_cached_by_content(q2_next, tmp_path):
+def test_features_are_cached_by_content(q2, tmp_path):
     calls = []
 
     def fake_features(images, model, device, batch_size):
         calls.append(len(images))
         return images.reshape(len(images), -1).astype(np.float64)
 
-    real_features = q2_next.inception_features
-    q2_next.inception_features = fake_features
+    real_features = q2.inception_features
+    q2.inception_features = fake_features
     try:
         a = np.zeros((5, 28, 28), np.uint8)
         b = a.copy()
         b[0, 0, 0] = 1
-        first = q2_next.cached_features(a, None, CPU, 10, tmp_path, 2048)
-        second = q2_next.cached_features(a.copy(), None, CPU, 10, tmp_path, 2048)
-        third = q2_next.cached_features(b, None, CPU, 10, tmp_path, 2048)
+        first = q2.cached_features(a, None, CPU, 10, tmp_path, 2048)
+        second = q2.cached_features(a.copy(), None, CPU, 10, tmp_path, 2048)
+        third = q2.cached_features(b, None, CPU, 10, tmp_path, 2048)
     finally:
-        q2_next.inception_features = real_features
+        q2.inception_features = real_features
     assert calls == [5, 5] and np.array_equal(first, second) and not np.array_equal(first, third)
 
 
-def test_too_few_images_for_fid_is_refused(q2_next):
+def test_too_few_images_for_fid_is_refused(q2):
     with pytest.raises(ValueError, match="at least 2048"):
-        q2_next.feature_statistics(np.zeros((100, 2048)), 2048)
+        q2.feature_statistics(np.zeros((100, 2048)), 2048)
     with pytest.raises(ValueError, match=">= 2048"):
-        q2_next.check_fid_counts((5000, 1000), 2048)
+        q2.check_fid_counts((5000, 1000), 2048)
 
 
 class DigitFeatureProbe:
@@ -472,42 +470,44 @@ class DigitFeatureProbe:
         return np.concatenate([flat.mean(1, keepdims=True), projection], axis=1)
 
 
-def test_each_q2_score_is_computed_on_the_digits_it_names(q2_next, tmp_path, monkeypatch):
+def test_each_q2_score_is_computed_on_the_digits_it_names(q2, tmp_path, monkeypatch):
     probe, classifier = DigitFeatureProbe(), RangeProbe()
     real_digits = (np.random.default_rng(2).random((60, 28, 28)) < 0.2).astype(np.uint8) * 255
     real = probe(real_digits, None, None)
     for name, value in dict(inception_features=probe, INCEPTION=None, DEVICE=CPU, FID_BATCH_SIZE=10, SAMPLES=tmp_path,
-                            MIN_IMAGES=2, REAL_FEATURES=real, REAL_STATS=q2_next.gaussian_stats(real), FID_FLOOR=0.0,
+                            FEATURE_CACHE=tmp_path / "features", SETTINGS=dict(fid_dims=4), MIN_IMAGES=2, REAL_FEATURES=real, REAL_STATS=q2.gaussian_stats(real), FID_FLOOR=0.0,
                             REAL_INDICES=np.arange(60), CLASSIFIER=classifier).items():
-        monkeypatch.setattr(q2_next, name, value, raising=False)
+        monkeypatch.setattr(q2, name, value, raising=False)
     torch.manual_seed(0)
-    G = q2_next.Generator()
-    scores = q2_next.generated_scores("m", G, 50, seed=0)
-    digits = q2_next.generated_digits(G, 50, seed=0)
-    assert np.array_equal(q2_next.read_pngs(tmp_path / "q2_m"), digits)  # the PNGs are the digits scored
+    G = q2.Generator()
+    scores = q2.generated_scores("m", G, 50, seed=0)
+    digits = q2.generated_digits(G, 50, seed=0)
+    assert np.array_equal(q2.read_pngs(tmp_path / "q2_m"), digits)  # the PNGs are the digits scored
     features = probe(digits, None, None)
-    assert scores["fid"] == pytest.approx(q2_next.frechet_distance(q2_next.REAL_STATS, q2_next.gaussian_stats(features)))
-    assert {k: scores[k] for k in ("precision", "recall")} == q2_next.precision_recall(real, features)
-    probabilities = q2_next.classifier_probabilities(classifier, digits, CPU)
-    assert scores["class_share"] == q2_next.class_shares(probabilities)
-    assert scores["legible_share"] == q2_next.legible_share(probabilities) and scores["n"] == 50
-    assert q2_next.digit_scores(real_digits, real)["fid"] == pytest.approx(0, abs=1e-6)  # a set against itself
+    assert scores["fid"] == pytest.approx(q2.frechet_distance(q2.REAL_STATS, q2.gaussian_stats(features)))
+    assert {k: scores[k] for k in ("precision", "recall")} == q2.precision_recall(real, features)
+    probabilities = q2.classifier_probabilities(classifier, digits, CPU)
+    assert scores["class_share"] == q2.class_shares(probabilities)
+    assert scores["legible_share"] == q2.legible_share(probabilities) and scores["n"] == 50
+    assert q2.digit_scores(real_digits, real)["fid"] == pytest.approx(0, abs=1e-6)  # a set against itself
+    monkeypatch.setattr(q2, "inception_features", None)  # a rerun on the same digits needs no Inception pass
+    assert q2.generated_scores("m", G, 50, seed=0) == scores
 
 
-def test_generator_output_becomes_the_8_bit_image_a_png_stores(q2_next):
+def test_generator_output_becomes_the_8_bit_image_a_png_stores(q2):
     x = torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0, 1.7, -3.0]).view(1, 1, 1, 7)
-    assert q2_next.to_uint8(x).tolist() == [[[0, 64, 128, 191, 255, 255, 0]]]  # round(127.5 (x + 1)), clipped
+    assert q2.to_uint8(x).tolist() == [[[0, 64, 128, 191, 255, 255, 0]]]  # round(127.5 (x + 1)), clipped
     digits = np.array([[[0, 128, 255]]], np.uint8)
-    assert np.array_equal(q2_next.to_uint8(q2_next.to_model_range(digits)), digits)  # the two scalings invert each other
+    assert np.array_equal(q2.to_uint8(q2.to_model_range(digits)), digits)  # the two scalings invert each other
 
 
 # ---------------------------------------------------------------- the whole notebook, smoke profile
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("q2_next")
+    tmp_path = tmp_path_factory.mktemp("q2")
     data = fake_mnist(tmp_path / "data")
     kw = dict(PROFILE="smoke", DATA_ROOT=str(data), DATA_DIR=str(data), OUTPUT_DIR=str(tmp_path), ALLOW_DOWNLOAD=False)
-    nb = run_notebook(Q2_NEXT, tmp_path, **kw)
+    nb = run_notebook(Q2, tmp_path, **kw)
     results = json.loads((tmp_path / "results" / "q2.json").read_text())
     return tmp_path, kw, nb, results
 
@@ -587,7 +587,7 @@ def test_from_weights_reproduces_every_score_without_training(smoke_run):
     tmp_path, kw, _, before = smoke_run
     for checkpoint in (tmp_path / "checkpoints").glob("*.pt"):
         checkpoint.unlink()  # what the final commit keeps: weights/ only
-    nb = run_notebook(Q2_NEXT, tmp_path, **dict(kw, FROM_WEIGHTS=True))
+    nb = run_notebook(Q2, tmp_path, **dict(kw, FROM_WEIGHTS=True))
     after = json.loads((tmp_path / "results" / "q2.json").read_text())
     assert not list((tmp_path / "checkpoints").glob("*.pt"))  # nothing trained
     for name in ("gan", "wgan", "ssgan"):
@@ -598,19 +598,19 @@ def test_from_weights_reproduces_every_score_without_training(smoke_run):
     assert " ETA " not in text and "resumed from checkpoint" not in text and "final generator loaded" in text
 
 
-def test_smoke_run_references_come_from_the_two_real_subsets_features(smoke_run, q2_next):
+def test_smoke_run_references_come_from_the_two_real_subsets_features(smoke_run, q2):
     tmp_path, kw, _, r = smoke_run
     data = tmp_path / "data"
-    (train, train_labels, _), (test, _, _) = (q2_next.load_mnist([data], data, False, train=t) for t in (True, False))
+    (train, train_labels, _), (test, _, _) = (q2.load_mnist([data], data, False, train=t) for t in (True, False))
     real_dir, floor_dir = (data / r["fid"][key].removeprefix("data/") for key in ("real_subset", "floor_subset"))
     real_digits, floor_digits = train[np.load(real_dir / "indices.npy")], test[np.load(floor_dir / "indices.npy")]
-    assert np.array_equal(q2_next.read_pngs(real_dir), real_digits) and np.array_equal(q2_next.read_pngs(floor_dir), floor_digits)
-    real_f, floor_f = (np.load(data / "fid" / f"features_{q2_next.content_sha1(d)}_64.npy") for d in (real_digits, floor_digits))
-    assert {k: r["reference"][k] for k in ("precision", "recall")} == q2_next.precision_recall(real_f, floor_f)
-    assert r["fid_floor"] == pytest.approx(q2_next.frechet_distance(q2_next.gaussian_stats(real_f), q2_next.gaussian_stats(floor_f)))
+    assert np.array_equal(q2.read_pngs(real_dir), real_digits) and np.array_equal(q2.read_pngs(floor_dir), floor_digits)
+    real_f, floor_f = (np.load(data / "fid" / f"features_{q2.content_sha1(d)}_64.npy") for d in (real_digits, floor_digits))
+    assert {k: r["reference"][k] for k in ("precision", "recall")} == q2.precision_recall(real_f, floor_f)
+    assert r["fid_floor"] == pytest.approx(q2.frechet_distance(q2.gaussian_stats(real_f), q2.gaussian_stats(floor_f)))
     # the reference labels are the classifier's on the same test digits
-    classifier, info = q2_next.trained_classifier(tmp_path / "weights" / "q2_classifier.pt", train, train_labels,
+    classifier, info = q2.trained_classifier(tmp_path / "weights" / "q2_classifier.pt", train, train_labels,
                                                   r["classifier"]["steps"], CPU, r["classifier"]["seed"])
-    probabilities = q2_next.classifier_probabilities(classifier, floor_digits, CPU)
-    assert info["loaded"] and r["reference"]["class_share"] == pytest.approx(q2_next.class_shares(probabilities))
-    assert r["reference"]["legible_share"] == pytest.approx(q2_next.legible_share(probabilities))
+    probabilities = q2.classifier_probabilities(classifier, floor_digits, CPU)
+    assert info["loaded"] and r["reference"]["class_share"] == pytest.approx(q2.class_shares(probabilities))
+    assert r["reference"]["legible_share"] == pytest.approx(q2.legible_share(probabilities))
