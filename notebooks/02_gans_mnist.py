@@ -1055,8 +1055,7 @@ print(f"reference (real vs real): FID floor {FID_FLOOR:.2f}, precision {REFERENC
 # order** (one seed), and is scored by the cheap Fréchet distance above (lower is better).
 #
 # The search must predict the long run, and a short search favours settings that win early and
-# collapse later (our previous search dropped lr 2e-4 after 400 iterations, when it was the
-# setting that trains best). So it runs as **successive halving with long rungs**: every setting
+# collapse later. So it runs as **successive halving with long rungs**: every setting
 # to `search_rungs[0]` iterations (no setting is dropped before 2,000), the better half on to
 # `search_rungs[1]`. The score at the end of a rung is the final cheap FD **and its trend**:
 # `score = final FD + (final FD - best FD)`, so a setting falling away from its best ranks below
@@ -1364,7 +1363,12 @@ def plot_gan_losses(history, report, title, extra_keys=()):
     tenth, on their own scale, where the early transient no longer hides the trend: D and G losses, and the
     model's extra terms (WGAN's Wasserstein estimate, SSGAN's rotation losses) in a panel of their own."""
     groups = [[("d_loss", "tab:blue"), ("g_loss", "tab:orange")]] + ([list(zip(extra_keys, ["tab:green", "tab:red"]))] if extra_keys else [])
-    fig, axes = plt.subplots(1, 1 + len(groups), figsize=(6 * (1 + len(groups)), 4.2))
+    if extra_keys:  # the whole run on top, the two zoomed panels below: each panel wide enough to read
+        fig = plt.figure(figsize=(11, 7.6))
+        grid = fig.add_gridspec(2, 2)
+        axes = [fig.add_subplot(grid[0, :]), fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])]
+    else:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for zoomed, group in zip(axes[1:], groups):
         for key, color in group:
             its, smooth = np.arange(1, len(history[key]) + 1), ema(history[key])
@@ -1372,7 +1376,7 @@ def plot_gan_losses(history, report, title, extra_keys=()):
             axes[0].plot(its, smooth, color=color, lw=1.6, label=LOSS_LABELS.get(key, key))
             late = its > len(its) // 10
             zoomed.plot(its[late], smooth[late], color=color, lw=1.6, label=LOSS_LABELS.get(key, key))
-        zoomed.legend(fontsize=8)
+        zoomed.legend(fontsize=9)
     titles = ["whole run"] + ["after the first tenth (moving averages, zoomed)"] * len(groups)
     for ax, subtitle in zip(axes, titles):
         if report["restored_best"]:
@@ -1382,14 +1386,14 @@ def plot_gan_losses(history, report, title, extra_keys=()):
         ax.grid(alpha=0.3)
         ax.set_title(subtitle, fontsize=10)
     axes[0].set_ylabel("loss (per iteration; moving average solid)", fontsize=10)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
 
 def plot_stages(stages, title):
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.6))
+    fig, axes = plt.subplots(1, len(stages), figsize=(4 * len(stages), 4.6))
     for ax, (stage, (it, images)) in zip(axes, stages.items()):
         grid = np.asarray(images[:100]).reshape(10, 10, 28, 28).transpose(0, 2, 1, 3).reshape(280, 280)
         ax.imshow(grid, cmap="gray", vmin=0, vmax=255)
@@ -1406,9 +1410,14 @@ def evaluate_model(name, extra_keys=()):
     print(describe_report(name, INFOS[name], report))
     save_figure(plot_gan_losses(history, report, f"{name.upper()}: losses during training" + data_label(name), extra_keys),
                 f"q2_{name}_losses.png")
-    stages = select_stages(history["snapshots"][report["kind"]], report["iteration"])
+    snapshots = history["snapshots"][report["kind"]]
+    stages = select_stages(snapshots, report["iteration"])
+    shown = dict(stages)
+    if report["restored_best"]:  # the reported generator is a best checkpoint: show where training ended too
+        shown["end of training (not reported)"] = (max(snapshots), snapshots[max(snapshots)])
     kind = "weight-averaged generator" if report["kind"] == "ema" else "generator"
-    save_figure(plot_stages(stages, f"{name.upper()} ({kind}): fixed noise, 10x10, early / middle / final" + data_label(name)),
+    save_figure(plot_stages(shown, f"{name.upper()} ({kind}): fixed noise, 10x10, early / middle / final"
+                            + (" / end of training" if report["restored_best"] else "") + data_label(name)),
                 f"q2_{name}_stages.png")
     scores = generated_scores(name, GENERATORS[name], SETTINGS["fid_gen"], SEED, crop=name == "ssgan")
     return dict(scores, stages={stage: int(it) for stage, (it, _) in stages.items()})
