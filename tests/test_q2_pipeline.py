@@ -161,8 +161,8 @@ def test_segment_minutes_are_minutes_and_a_pause_keeps_the_checkpoint(q2, tmp_pa
         train(q2, gan_trainer(q2), tmp_path, 10_000, segment_minutes=1.5 / 60)
     elapsed = time.time() - t0
     saved = torch.load(tmp_path / "q2_m.pt", weights_only=False)
-    assert 1.5 <= elapsed < 30 and 1 < saved["step"] < 10_000
-    assert saved["segments"][0]["seconds"] >= 1.5
+    assert 1.5 <= elapsed < 30 and 1 <= saved["step"] < 10_000
+    assert saved["segments"][0]["seconds"] >= 1.5  # minutes read as seconds would pause after ~0.03 s
 
 
 def test_a_nan_loss_stops_with_a_clear_error(q2, tmp_path):
