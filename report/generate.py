@@ -240,6 +240,7 @@ def q2_values(r):
     for name in Q2_MODELS:
         m = get(r, f"q2.models.{name}")
         rep, stages = m["reported"], m["stages"]
+        curve = dict(map(tuple, m["tracked"][rep["kind"]]))  # the reported kind's cheap FD by iteration
         v.update({f"q2.{name}.fid": fixed(m["fid"]), f"q2.{name}.fidgap": fixed(m["fid"] - get(r, "q2.fid_floor")),
                   f"q2.{name}.precision": fixed(m["precision"], 3), f"q2.{name}.recall": fixed(m["recall"], 3),
                   f"q2.{name}.legible": fixed(m["legible_share"], 3), **share_values(f"q2.{name}", m["class_share"]),
@@ -263,8 +264,8 @@ def q2_values(r):
                   **{f"q2.{name}.{key}.from3{end}": fixed(f(tenths[2:]), 3) for key, tenths in m["loss_tenths"].items()
                      for end, f in (("min", min), ("max", max))},
                   f"q2.{name}.fifthit": count(m["iterations"] // 5),
-                  f"q2.{name}.cheapfd.mid": fixed(dict(map(tuple, m["tracked"][rep["kind"]])).get(m["iterations"] // 2, math.nan), 1),
-                  f"q2.{name}.cheapfd.fifth": fixed(dict(map(tuple, m["tracked"][rep["kind"]])).get(m["iterations"] // 5, math.nan), 1)})
+                  f"q2.{name}.cheapfd.mid": fixed(curve.get(m["iterations"] // 2, math.nan), 1),
+                  f"q2.{name}.cheapfd.fifth": fixed(curve.get(m["iterations"] // 5, math.nan), 1)})
     return v
 
 

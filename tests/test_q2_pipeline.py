@@ -616,11 +616,13 @@ def test_smoke_run_references_come_from_the_two_real_subsets_features(smoke_run,
     assert r["reference"]["legible_share"] == pytest.approx(q2.legible_share(probabilities))
 
 
-def test_recall_is_precision_with_the_roles_swapped(q2):
+@pytest.mark.parametrize("notebook", ["q1", "q2"])  # both notebooks define their own precision_recall
+def test_recall_is_precision_with_the_roles_swapped(notebook, request):
     """Kynkäänniemi et al.'s two measures are one test seen from each side: recall(real, generated) is the
     share of real points inside the generated points' k-NN balls, i.e. precision(generated, real)."""
     rng = np.random.default_rng(0)
     real, generated = rng.normal(size=(60, 4)), rng.normal(0.5, 0.6, size=(50, 4))
-    forward, backward = q2.precision_recall(real, generated), q2.precision_recall(generated, real)
+    precision_recall = request.getfixturevalue(notebook).precision_recall
+    forward, backward = precision_recall(real, generated), precision_recall(generated, real)
     assert abs(forward["recall"] - backward["precision"]) <= 1 / 60 and abs(forward["precision"] - backward["recall"]) <= 1 / 50
     assert abs(forward["recall"] - forward["precision"]) > 0.05  # the two differ on these sets
