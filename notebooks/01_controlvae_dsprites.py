@@ -38,6 +38,7 @@ CONVERGED_WITHIN = {"recon_plateau": 0.02, "beta_drift": 0.01}  # tolerances the
 FID_NUM_REAL = 0          # 0 -> the profile's value (5000 in full and cpu)
 FID_NUM_GEN = 0           # 0 -> the profile's value (5000 in full and cpu)
 FID_BATCH_SIZE = 100
+FID_BOOTSTRAP = 20        # resamples of the generated features for FID's standard error (0: none)
 BINARY_THRESHOLD = 0.5    # binary samples for the second FID: a pixel is on where its Bernoulli mean exceeds this
 SET_POINTS = [8.0, 14.0]  # desired KL values for ControlVAE (section 1-4)
 KP = 0.01                 # PI controller constants of the paper's dSprites experiments
@@ -128,15 +129,17 @@ def show_png(path):
     display(PNG(filename=str(path)))
 
 
-MODEL_LABELS = {"vae": "VAE (β = 1)", "controlvae_kl8": "ControlVAE, KL* = 8", "controlvae_kl14": "ControlVAE, KL* = 14"}
+MODEL_LABELS = {"vae": "VAE (β = 1)", **{f"controlvae_kl{v:g}": f"ControlVAE, KL* = {v:g}" for v in SET_POINTS}}
 
 
 def data_label():
-    """Second title line of every figure: which data (the reconstruction says so) and which profile."""
-    tags = [f"profile {RUN['profile']}"]
-    if DATA_INFO.get("reconstructed"):
-        tags.insert(0, DATA_INFO["label"])
-    return "\n[" + "; ".join(tags) + "]"
+    """Second title line of every figure when the data are not the course file: the reconstruction says so
+    (the profile and device are stated once, in the first output and the run summary)."""
+    if not DATA_INFO.get("reconstructed"):
+        return ""
+    check = DATA_INFO["verified_against"]
+    verified = f"verified on {check['pixel_exact']}/{check['images']} real images" if check else "not verified"
+    return f"\n(dSprites reconstruction, {verified})"
 
 
 # %% [markdown]
@@ -754,6 +757,14 @@ def export_weights(path, model, history, info, config):
                     history={k: np.asarray(v, dtype=np.float64) for k, v in history.items()}), path)
 
 
+def finished_with(path, config, iterations):
+    """True when weights/ holds a finished run of `iterations` made with `config`: its checkpoints are not needed."""
+    if not path.is_file():
+        return False
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return state["config"] == config and state["info"]["iterations"] == iterations
+
+
 def load_weights(path, config, device):
     """(model, history, info) from export_weights; a clear error when missing or made with other settings."""
     if not path.is_file():
@@ -770,11 +781,11 @@ def load_weights(path, config, device):
 
 
 # %% [markdown]
-# Train the plain VAE (β = 1 throughout). When a finished run's checkpoints are present, as in the
-# committed execution (every model was trained beforehand, over several sessions, as a resumable
-# job by `scripts/train_notebook.py`, which runs only this notebook's training cells), this cell
-# resumes them and trains nothing: the curves below are the recorded histories, and the printed
-# segments and hours say how each model was trained.
+# Train the plain VAE (β = 1 throughout). Every model was trained beforehand, over several sessions,
+# as a resumable job by `scripts/train_notebook.py` (which runs only this notebook's training
+# cells). When `weights/` holds a finished run with these settings, as in the committed execution,
+# this cell reads it and trains nothing (an unfinished run resumes from its checkpoint): the curves
+# below are the recorded histories, and the printed segments and hours say how each model was trained.
 
 # %% tags=["train"]
 print(VAE())
@@ -785,14 +796,18 @@ TRAIN_KW = dict(iterations=SETTINGS["iterations"], device=DEVICE, checkpoint_dir
                 checkpoint_every=SETTINGS["checkpoint_every"], print_every=SETTINGS["print_every"], seed=SEED,
                 segment_minutes=SEGMENT_MINUTES, checkpoint_minutes=CHECKPOINT_MINUTES)
 MODELS, HISTORIES, INFOS = {}, {}, {}
+WEIGHTS_LOADED = []  # models read from weights/ instead of trained in this execution
 
 
 def trained_model(name, controller, config):
-    """The final weights (FROM_WEIGHTS), or training that resumes any checkpoint and then exports them."""
-    if FROM_WEIGHTS:
-        return load_weights(WEIGHTS / f"q1_{name}.pt", config, DEVICE)
+    """The final weights (FROM_WEIGHTS, or a finished run with these settings), or training that resumes any
+    checkpoint and then exports them."""
+    path = WEIGHTS / f"q1_{name}.pt"
+    if FROM_WEIGHTS or (RESUME and finished_with(path, config, SETTINGS["iterations"])):
+        WEIGHTS_LOADED.append(name)
+        return load_weights(path, config, DEVICE)
     model, history, info = train_vae(name, IMAGES, controller, config=config, **TRAIN_KW)
-    export_weights(WEIGHTS / f"q1_{name}.pt", model, history, info, config)
+    export_weights(path, model, history, info, config)
     return model, history, info
 
 
@@ -921,6 +936,13 @@ save_figure(fig, "q1_vae_samples.png")
 # pass over 5,000 images takes several minutes, so the features of generated images are also cached
 # in `DATA_DIR`, keyed by the images' exact bytes: a rerun on the same samples reads them back, and
 # any other image set is embedded afresh.
+#
+# **How precise is one FID?** A model's FID depends on which 5,000 samples were drawn. Each FID is
+# printed as `value ± standard error`, the spread of FID over `FID_BOOTSTRAP` = 20 resamples (with
+# replacement) of the generated features against the fixed real statistics (Efron's bootstrap). The
+# resampled FIDs sit above the FID itself (duplicates shrink the effective sample), so only their
+# spread is used. Two FIDs whose difference is several times sqrt(se_a² + se_b²) differ by more than
+# the draw of samples; the ranking cell prints that ratio for each adjacent pair.
 
 # %% tags=["defs"]
 def load_fid_inception(device, dims=2048):
@@ -979,6 +1001,33 @@ def frechet_distance(stats_a, stats_b):
                 print("note: a covariance product is nearly singular (some feature dimensions barely vary); "
                       "scipy's square root is used as pytorch-fid does. Later cases are counted, not printed.")
             return float(calculate_frechet_distance(stats_a[0], stats_a[1], stats_b[0], stats_b[1]))
+
+
+def covariance_root(covariance):
+    """The symmetric square root of a covariance matrix (eigenvalues below 0 from rounding set to 0)."""
+    values, vectors = np.linalg.eigh(covariance)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+
+
+def frechet_distance_from_root(real_stats, real_root, mean, covariance):
+    """The Fréchet distance with tr sqrt(Σr Σg) computed as the sum of the square roots of the eigenvalues
+    of Σr^½ Σg Σr^½ (similar matrices): pytorch-fid's value (tested) with the real side's root computed once."""
+    products = np.clip(np.linalg.eigvalsh(real_root @ covariance @ real_root), 0.0, None)
+    return float(((real_stats[0] - mean) ** 2).sum() + np.trace(real_stats[1]) + np.trace(covariance)
+                 - 2.0 * np.sqrt(products).sum())
+
+
+def fid_standard_error(real_stats, real_root, features, rounds, seed):
+    """Bootstrap standard error of FID from the generated side: the spread of FID against the fixed real
+    statistics over `rounds` resamples (with replacement) of the generated features; None when rounds < 2."""
+    if rounds < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(rounds):
+        sample = features[rng.integers(0, len(features), len(features))]
+        values.append(frechet_distance_from_root(real_stats, real_root, sample.mean(axis=0), np.cov(sample, rowvar=False)))
+    return float(np.std(values, ddof=1))
 
 
 def to_uint8(probabilities):
@@ -1107,6 +1156,7 @@ FEATURE_CACHE = DATA_DIR / "fid" / f"generated_features_q1_d{SETTINGS['fid_dims'
 t0 = time.time()
 REAL_FEATURES = real_features(REAL_FOLDER, INCEPTION, DEVICE, FID_BATCH_SIZE)
 REAL_STATS = feature_statistics(REAL_FEATURES, MIN_IMAGES)
+REAL_ROOT = covariance_root(REAL_STATS[1])  # computed once: every bootstrap resample reuses it
 print(f"real subset: {len(REAL_INDICES)} images in data/fid/{subset_name} (features ready in {time.time() - t0:.0f} s)")
 # The reference: the same measures between two disjoint real subsets. No model can be expected to
 # score below this FID with this many images; precision and recall are read against their values
@@ -1117,7 +1167,8 @@ FLOOR_FEATURES = real_features(FLOOR_FOLDER, INCEPTION, DEVICE, FID_BATCH_SIZE)
 FID_FLOOR = frechet_distance(REAL_STATS, feature_statistics(FLOOR_FEATURES, MIN_IMAGES))
 REFERENCE = dict(fid=FID_FLOOR, **precision_recall(REAL_FEATURES, FLOOR_FEATURES),
                  blank_share=blank_share(IMAGES[REAL_INDICES].astype(float), DATA_INFO["mean_pixel"]))
-print(f"real vs a disjoint real subset of {len(FLOOR_INDICES)}: FID {FID_FLOOR:.2f}, precision "
+REFERENCE["fid_se"] = fid_standard_error(REAL_STATS, REAL_ROOT, FLOOR_FEATURES, FID_BOOTSTRAP, FID_SUBSET_SEED)
+print(f"real vs a disjoint real subset of {len(FLOOR_INDICES)}: FID {FID_FLOOR:.2f} ± {REFERENCE['fid_se'] or 0:.2f}, precision "
       f"{REFERENCE['precision']:.3f}, recall {REFERENCE['recall']:.3f}; blank share of the real images "
       f"{REFERENCE['blank_share']:.3f}")
 
@@ -1146,7 +1197,8 @@ def generated_scores(name, model, n, seed):
                   **precision_recall(REAL_FEATURES, binary_features),
                   blank_share=blank_share(probabilities, DATA_INFO["mean_pixel"]),
                   blank_share_binary=blank_share(binary / 255.0, DATA_INFO["mean_pixel"]))
-    print(f"{name}: FID (binary, primary) {scores['fid_binary']:.2f}, FID (Bernoulli means) {scores['fid']:.2f}, "
+    scores["fid_binary_se"] = fid_standard_error(REAL_STATS, REAL_ROOT, binary_features, FID_BOOTSTRAP, seed)
+    print(f"{name}: FID (binary, primary) {scores['fid_binary']:.2f} ± {scores['fid_binary_se'] or 0:.2f}, FID (Bernoulli means) {scores['fid']:.2f}, "
           f"real-vs-real {FID_FLOOR:.2f}; precision {scores['precision']:.3f}, recall {scores['recall']:.3f} "
           f"(real-vs-real {REFERENCE['precision']:.3f}, {REFERENCE['recall']:.3f}); blank samples "
           f"{100 * scores['blank_share']:.1f}% of the means, {100 * scores['blank_share_binary']:.1f}% of the binary "
@@ -1358,11 +1410,23 @@ for name in ["vae"] + CONTROL_NAMES:
 # ### The three models ranked by the primary metric
 # Ranked by `fid_binary` (declared above, before any result); the Bernoulli-means FID, precision,
 # recall and blank share beside it. Where the means FID orders two models differently, the cell
-# says so.
+# says so; it also prints each gap between adjacent ranks in standard errors of the difference.
 
 # %% tags=["defs"]
 def rank_by(scores, key):
     return sorted(scores, key=lambda name: scores[name][key])
+
+
+def separations(scores, order, value="fid_binary", error="fid_binary_se"):
+    """Each adjacent pair of `order`: the FID difference and that difference in standard errors of a
+    difference, sqrt(se_a² + se_b²) (None without standard errors)."""
+    out = []
+    for better, worse in zip(order, order[1:]):
+        difference = scores[worse][value] - scores[better][value]
+        errors = scores[better].get(error), scores[worse].get(error)
+        out.append(dict(better=better, worse=worse, difference=difference,
+                        in_se=difference / math.hypot(*errors) if all(errors) else None))
+    return out
 
 
 def ranking_disagreements(scores, primary="fid_binary", other="fid"):
@@ -1373,12 +1437,12 @@ def ranking_disagreements(scores, primary="fid_binary", other="fid"):
 
 # %%
 RANKING = rank_by(FIDS, "fid_binary")
-print(f"{'rank':4s} {'model':16s} {'FID binary':>10s} {'FID means':>9s} {'precision':>9s} {'recall':>6s} {'blank':>6s}")
+print(f"{'rank':4s} {'model':16s} {'FID binary':>10s} {'± se':>5s} {'FID means':>9s} {'precision':>9s} {'recall':>6s} {'blank':>6s}")
 for i, name in enumerate(RANKING, 1):
     s = FIDS[name]
-    print(f"{i:<4d} {name:16s} {s['fid_binary']:10.2f} {s['fid']:9.2f} {s['precision']:9.3f} {s['recall']:6.3f} "
-          f"{s['blank_share']:6.3f}")
-print(f"{'ref':4s} {'real vs real':16s} {FID_FLOOR:10.2f} {'':9s} {REFERENCE['precision']:9.3f} "
+    print(f"{i:<4d} {name:16s} {s['fid_binary']:10.2f} {s['fid_binary_se'] or 0:5.2f} {s['fid']:9.2f} {s['precision']:9.3f} "
+          f"{s['recall']:6.3f} {s['blank_share']:6.3f}")
+print(f"{'ref':4s} {'real vs real':16s} {FID_FLOOR:10.2f} {REFERENCE['fid_se'] or 0:5.2f} {'':9s} {REFERENCE['precision']:9.3f} "
       f"{REFERENCE['recall']:6.3f} {REFERENCE['blank_share']:6.3f}")
 DISAGREEMENTS = ranking_disagreements(FIDS)
 for better, worse in DISAGREEMENTS:
@@ -1386,6 +1450,10 @@ for better, worse in DISAGREEMENTS:
           f"the primary metric the other way ({FIDS[better]['fid_binary']:.2f} < {FIDS[worse]['fid_binary']:.2f})")
 if not DISAGREEMENTS:
     print("the Bernoulli-means FID orders the three models the same way")
+SEPARATIONS = separations(FIDS, RANKING)
+for pair in SEPARATIONS:
+    print(f"{pair['better']} before {pair['worse']}: FID binary lower by {pair['difference']:.2f}"
+          + (f" = {pair['in_se']:.1f} standard errors of the difference" if pair["in_se"] is not None else ""))
 
 # %% [markdown]
 # ### Beyond the assignment: latent traversals
@@ -1615,7 +1683,7 @@ print(f"FID bin (primary): binary samples (threshold {BINARY_THRESHOLD}); FID: B
 print(f"\nData: {DATA_INFO['label'] if DATA_INFO['reconstructed'] else DATA_INFO['source']}.")
 
 RUN["wall_seconds"] = time.time() - RUN_START
-RUN["from_weights"] = FROM_WEIGHTS
+RUN["from_weights"] = FROM_WEIGHTS or len(WEIGHTS_LOADED) == len(MODELS)
 fid_info = dict(num_real=len(REAL_INDICES), num_gen=SETTINGS["fid_gen"], real_subset=f"data/fid/{subset_name}",
                 subset_seed=FID_SUBSET_SEED, primary="fid_binary",
                 binary=f"pixel = 255 where sigmoid(decoder logits) > {BINARY_THRESHOLD}, else 0, z ~ N(0, I)",
@@ -1623,7 +1691,8 @@ fid_info = dict(num_real=len(REAL_INDICES), num_gen=SETTINGS["fid_gen"], real_su
                 floor_subset_seed=FID_SUBSET_SEED + 1, floor="real subset vs a disjoint real subset of the same size",
                 precision_recall="Kynkaanniemi et al. 2019, k = 3, on the binary samples' Inception features",
                 library=f"pytorch-fid 0.3.0, InceptionV3 ({SETTINGS['fid_dims']}-d features)", ranking=RANKING,
-                disagreements=[dict(better=a, worse=b) for a, b in DISAGREEMENTS])
+                disagreements=[dict(better=a, worse=b) for a, b in DISAGREEMENTS], separations=SEPARATIONS,
+                standard_error=f"bootstrap: std of FID over {FID_BOOTSTRAP} resamples of the generated features, real statistics fixed")
 controller_info = dict(kp=KP, ki=KI, beta_min=BETA_MIN, beta_max=BETA_MAX, set_points=SET_POINTS,
                        ramp_iters=SETPOINT_RAMP_ITERS, anti_windup="I clamped so that P + I + beta_min stays in [beta_min, beta_max]")
 mig_info = dict(estimator="histogram of posterior means (disentanglement_lib), 20 equal-width bins, all images",

@@ -35,6 +35,7 @@ FID_SUBSET_SEED = 1234
 FID_NUM_REAL = 0          # 0 -> the profile's value (5000 in full and cpu)
 FID_NUM_GEN = 0
 FID_BATCH_SIZE = 100
+FID_BOOTSTRAP = 20        # resamples of the generated features for FID's standard error (0: none)
 ALLOW_DOWNLOAD = True
 RUN_SEARCH = True         # 2-1, question 2: the GAN hyperparameter search (False: train GAN_DEFAULT)
 GAN_DEFAULT = {"lr": 2e-4, "betas": (0.5, 0.999), "batch_size": 64, "d_steps": 1}  # DCGAN (Radford et al. 2016)
@@ -57,6 +58,7 @@ FROM_WEIGHTS = False      # evaluate the final generators in OUTPUT_DIR/weights 
 import copy
 import hashlib
 import json
+import math
 import os
 import platform
 import time
@@ -136,11 +138,13 @@ def show_png(path):
 
 
 def data_label(model=None):
-    """Suffix for titles: profile, training-set size, and reduced SSGAN widths when used."""
-    tags = [f"profile {RUN['profile']}", f"MNIST train n={DATA_INFO['n_train']:,}"]
+    """Suffix for titles when a run departs from the assignment's setting: fewer training digits than the
+    official 60,000, or reduced SSGAN widths (the profile and device are stated once, in the first output)."""
+    tags = [] if DATA_INFO["official_size"] else [f"{DATA_INFO['n_train']:,} MNIST training digits, not 60,000"]
     if model == "ssgan" and RUN["ssgan_widths"] != SPEC_WIDTHS:
-        tags.append(f"REDUCED WIDTH G{RUN['ssgan_widths']['g']}/D{RUN['ssgan_widths']['d']}")
-    return " [" + "; ".join(tags) + "]"
+        tags.append(f"reduced widths G {RUN['ssgan_widths']['g']} / D {RUN['ssgan_widths']['d']}, "
+                    f"not {SPEC_WIDTHS['g']} / {SPEC_WIDTHS['d']}")
+    return f" ({'; '.join(tags)})" if tags else ""
 
 
 def device_label(device):
@@ -829,6 +833,33 @@ def frechet_distance(stats_a, stats_b):
             return float(calculate_frechet_distance(stats_a[0], stats_a[1], stats_b[0], stats_b[1]))
 
 
+def covariance_root(covariance):
+    """The symmetric square root of a covariance matrix (eigenvalues below 0 from rounding set to 0)."""
+    values, vectors = np.linalg.eigh(covariance)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+
+
+def frechet_distance_from_root(real_stats, real_root, mean, covariance):
+    """The Fréchet distance with tr sqrt(Σr Σg) computed as the sum of the square roots of the eigenvalues
+    of Σr^½ Σg Σr^½ (similar matrices): pytorch-fid's value (tested) with the real side's root computed once."""
+    products = np.clip(np.linalg.eigvalsh(real_root @ covariance @ real_root), 0.0, None)
+    return float(((real_stats[0] - mean) ** 2).sum() + np.trace(real_stats[1]) + np.trace(covariance)
+                 - 2.0 * np.sqrt(products).sum())
+
+
+def fid_standard_error(real_stats, real_root, features, rounds, seed):
+    """Bootstrap standard error of FID from the generated side: the spread of FID against the fixed real
+    statistics over `rounds` resamples (with replacement) of the generated features; None when rounds < 2."""
+    if rounds < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(rounds):
+        sample = features[rng.integers(0, len(features), len(features))]
+        values.append(frechet_distance_from_root(real_stats, real_root, sample.mean(axis=0), np.cov(sample, rowvar=False)))
+    return float(np.std(values, ddof=1))
+
+
 def gaussian_stats(features):
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
@@ -992,12 +1023,25 @@ def precision_recall(real, generated, k=3):
     return dict(precision=float(precision), recall=float(recall))
 
 
+def separations(scores, order, value="fid", error="fid_se"):
+    """Each adjacent pair of `order`: the FID difference and that difference in standard errors of a
+    difference, sqrt(se_a² + se_b²) (None without standard errors)."""
+    out = []
+    for better, worse in zip(order, order[1:]):
+        difference = scores[worse][value] - scores[better][value]
+        errors = scores[better].get(error), scores[worse].get(error)
+        out.append(dict(better=better, worse=worse, difference=difference,
+                        in_se=difference / math.hypot(*errors) if all(errors) else None))
+    return out
+
+
 def digit_scores(images, features):
     """Every score of a set of 8-bit digits against the fixed real subset: FID, precision/recall, class shares, legible share."""
     probabilities = classifier_probabilities(CLASSIFIER, images, DEVICE)
     return dict(fid=frechet_distance(REAL_STATS, feature_statistics(features, MIN_IMAGES)),
                 **precision_recall(REAL_FEATURES, features, k=3), class_share=class_shares(probabilities),
-                legible_share=legible_share(probabilities), n=len(images), image_size=list(images.shape[1:]))
+                legible_share=legible_share(probabilities), n=len(images), image_size=list(images.shape[1:]),
+                fid_se=fid_standard_error(REAL_STATS, REAL_ROOT, features, FID_BOOTSTRAP, SEED))
 
 
 def generated_digits(generator_net, n, seed, crop=False):
@@ -1018,7 +1062,7 @@ def generated_scores(name, generator_net, n, seed, crop=False):
     features = cached_features(images, INCEPTION, DEVICE, FID_BATCH_SIZE, FEATURE_CACHE, SETTINGS["fid_dims"])
     scores = digit_scores(images, features)
     shares = np.array(scores["class_share"])
-    print(f"{name}: FID {scores['fid']:.2f} (floor {FID_FLOOR:.2f}), precision {scores['precision']:.3f}, recall "
+    print(f"{name}: FID {scores['fid']:.2f} ± {scores['fid_se'] or 0:.2f} (floor {FID_FLOOR:.2f}), precision {scores['precision']:.3f}, recall "
           f"{scores['recall']:.3f}, legible {scores['legible_share']:.3f}; class shares min {shares.min():.3f} max "
           f"{shares.max():.3f}  ({n} generated vs {len(REAL_INDICES)} real, {time.time() - t0:.0f} s)")
     return scores
@@ -1038,13 +1082,14 @@ INCEPTION = load_fid_inception(DEVICE, SETTINGS["fid_dims"])
 FEATURE_CACHE = DATA_DIR / "fid" / "generated_q2"  # generated digits' features, named by their content
 REAL_FEATURES = cached_features(TRAIN_IMAGES[REAL_INDICES], INCEPTION, DEVICE, FID_BATCH_SIZE, DATA_DIR / "fid", SETTINGS["fid_dims"])
 REAL_STATS = feature_statistics(REAL_FEATURES, MIN_IMAGES)
+REAL_ROOT = covariance_root(REAL_STATS[1])  # computed once: every bootstrap resample reuses it
 floor_features = cached_features(TEST_IMAGES[FLOOR_INDICES], INCEPTION, DEVICE, FID_BATCH_SIZE, DATA_DIR / "fid", SETTINGS["fid_dims"])
 REFERENCE = digit_scores(TEST_IMAGES[FLOOR_INDICES], floor_features)
 REFERENCE["source"] = f"{len(FLOOR_INDICES)} MNIST test digits vs the {len(REAL_INDICES)} training digits of the FID subset"
 FID_FLOOR = REFERENCE["fid"]
 print(f"real subset: {len(REAL_INDICES)} training digits in data/fid/{subset_name}; floor subset: {len(FLOOR_INDICES)} "
       f"test digits in data/fid/{floor_name} (features ready in {time.time() - t0:.0f} s)")
-print(f"reference (real vs real): FID floor {FID_FLOOR:.2f}, precision {REFERENCE['precision']:.3f}, recall "
+print(f"reference (real vs real): FID floor {FID_FLOOR:.2f} ± {REFERENCE['fid_se'] or 0:.2f}, precision {REFERENCE['precision']:.3f}, recall "
       f"{REFERENCE['recall']:.3f}, legible share {REFERENCE['legible_share']:.3f}")
 
 # %% [markdown]
@@ -1181,7 +1226,7 @@ def print_search(rows, columns=("lr", "betas", "d_steps")):
 def style_fd_axes(ax, title, legend_size=8, ncol=1):
     ax.set_yscale("log")
     ax.set_xlabel("generator iteration", fontsize=10)
-    ax.set_ylabel("cheap FD (classifier features, log)", fontsize=10)
+    ax.set_ylabel("classifier-space FD (log scale)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=legend_size, ncol=ncol)
     ax.set_title(title, fontsize=9)
@@ -1393,8 +1438,11 @@ def plot_gan_losses(history, report, title, extra_keys=()):
 
 
 def plot_stages(stages, title):
-    fig, axes = plt.subplots(1, len(stages), figsize=(4 * len(stages), 4.6))
-    for ax, (stage, (it, images)) in zip(axes, stages.items()):
+    """One 10x10 grid per stage, in one row (three stages) or two rows of two (four), large enough to read."""
+    rows = 2 if len(stages) == 4 else 1
+    cols = len(stages) // rows
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4.3 * rows + 0.3), squeeze=False)
+    for ax, (stage, (it, images)) in zip(axes.ravel(), stages.items()):
         grid = np.asarray(images[:100]).reshape(10, 10, 28, 28).transpose(0, 2, 1, 3).reshape(280, 280)
         ax.imshow(grid, cmap="gray", vmin=0, vmax=255)
         ax.set_title(f"{stage}: iteration {it:,}", fontsize=13)
@@ -1404,10 +1452,27 @@ def plot_stages(stages, title):
     return fig
 
 
+def training_log(history, keys):
+    """The recorded training, one line per tenth of the run: the mean losses over that tenth and the last cheap-FD
+    checks within it (raw / weight-averaged generator). Read from the history, so it shows how a model trained
+    even when this execution loaded it from weights/."""
+    n = len(history[keys[0]])
+    tenths = {k: tenth_means(history[k]) for k in keys}
+    tracked = {kind: dict(map(tuple, history["tracked"][kind])) for kind in ("raw", "ema")}
+    lines = [f"{'iterations':>16s} " + " ".join(f"{k:>11s}" for k in keys) + "   cheap FD raw / ema"]
+    bounds = np.cumsum([0] + [len(part) for part in np.array_split(np.arange(n), 10)])  # tenth_means' stretches
+    for i, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+        last = {kind: max((it for it in checks if it <= end), default=None) for kind, checks in tracked.items()}
+        fd = " / ".join(f"{tracked[kind][it]:.1f}" if it else "-" for kind, it in last.items())
+        lines.append(f"{start + 1:>7,d}-{end:<8,d} " + " ".join(f"{tenths[k][i]:11.3f}" for k in keys) + f"   {fd}")
+    return "\n".join(lines)
+
+
 def evaluate_model(name, extra_keys=()):
     """The evaluation block for one model: losses, stage grids, then every score."""
     history, report = HISTORIES[name], REPORTS[name]
     print(describe_report(name, INFOS[name], report))
+    print("training record (means over each tenth of the run):\n" + training_log(history, ["d_loss", "g_loss", *extra_keys]))
     save_figure(plot_gan_losses(history, report, f"{name.upper()}: losses during training" + data_label(name), extra_keys),
                 f"q2_{name}_losses.png")
     snapshots = history["snapshots"][report["kind"]]
@@ -1628,12 +1693,15 @@ SCORES["ssgan"] = evaluate_model("ssgan", extra_keys=("d_rotation", "g_rotation"
 # Quality over training (the cheap classifier-space Fréchet distance, same real digits and noise
 # for all; solid: the trained generator, dashed: its weight average); **mode coverage**: the
 # share of each digit class among the 5,000 generated digits scored by FID, labelled by the
-# notebook's classifier, beside the same shares of 5,000 real test digits; and the closing table.
+# notebook's classifier, beside the same shares of 5,000 real test digits; and the closing table,
+# with each FID's bootstrap standard error (± se: the spread of FID over `FID_BOOTSTRAP` = 20
+# resamples, with replacement, of the generated features against the fixed real statistics) and
+# each gap between adjacent models in standard errors of the difference, sqrt(se_a² + se_b²).
 
 # %%
 MODEL_CURVES = {name.upper(): (color, HISTORIES[name]["tracked"], REPORTS[name])
                 for name, color in zip(("gan", "wgan", "ssgan"), ("tab:blue", "tab:orange", "tab:green"))}
-save_figure(plot_tracked(MODEL_CURVES, "Quality over training (cheap metric; circle: the reported generator)" + data_label("ssgan"),
+save_figure(plot_tracked(MODEL_CURVES, "Quality over training: classifier-space FD (circle: the reported generator)" + data_label("ssgan"),
                          ncol=3), "q2_quality_over_training.png")
 
 # %%
@@ -1657,18 +1725,23 @@ for name in ("gan", "wgan", "ssgan"):
                          tracked={k: [[int(i), float(v)] for i, v in t] for k, t in HISTORIES[name]["tracked"].items()},
                          loss_tenths={k: tenth_means(v) for k, v in HISTORIES[name].items() if k in LOSS_LABELS})
 SUMMARY["ssgan"]["widths"] = dict(widths, reduced=widths != SPEC_WIDTHS, step_seconds=SSGAN_STEP_SECONDS)
-head = (f"{'model':9s} {'FID':>7s} {'prec':>6s} {'recall':>6s} {'legible':>7s} {'shares':>11s} {'reported':>14s} "
+head = (f"{'model':9s} {'FID':>7s} {'± se':>5s} {'prec':>6s} {'recall':>6s} {'legible':>7s} {'shares':>11s} {'reported':>14s} "
         f"{'iters':>6s} {'epochs':>6s} {'segm':>4s} {'hours':>5s} {'params G':>10s} {'params D':>9s}")
 print(head + "\n" + "-" * len(head))
-print(f"{'real':9s} {FID_FLOOR:7.2f} {REFERENCE['precision']:6.3f} {REFERENCE['recall']:6.3f} {REFERENCE['legible_share']:7.3f} "
+print(f"{'real':9s} {FID_FLOOR:7.2f} {REFERENCE['fid_se'] or 0:5.2f} {REFERENCE['precision']:6.3f} {REFERENCE['recall']:6.3f} {REFERENCE['legible_share']:7.3f} "
       f"{min(REFERENCE['class_share']):5.3f}-{max(REFERENCE['class_share']):.3f}   (test digits vs the training subset)")
 for name, s in SUMMARY.items():
     rep = s["reported"]
-    print(f"{name:9s} {s['fid']:7.2f} {s['precision']:6.3f} {s['recall']:6.3f} {s['legible_share']:7.3f} "
+    print(f"{name:9s} {s['fid']:7.2f} {s['fid_se'] or 0:5.2f} {s['precision']:6.3f} {s['recall']:6.3f} {s['legible_share']:7.3f} "
           f"{min(s['class_share']):5.3f}-{max(s['class_share']):.3f} {rep['kind'] + ' @ ' + str(rep['iteration']):>14s} "
           f"{s['iterations']:6d} {s['epochs']:6.1f} {s['segments']:4d} {s['train_hours']:5.2f} {s['params_g']:10,d} {s['params_d']:9,d}")
 print("FID: pytorch-fid, 5,000 generated vs the fixed 5,000 training digits (real row: 5,000 test digits, the floor). "
-      "reported: which generator (raw or EMA) at which iteration.")
+      "± se: bootstrap standard error of FID. reported: which generator (raw or EMA) at which iteration.")
+RANKING = sorted(SUMMARY, key=lambda name: SUMMARY[name]["fid"])
+SEPARATIONS = separations(SUMMARY, RANKING)
+for pair in SEPARATIONS:
+    print(f"{pair['better']} before {pair['worse']}: FID lower by {pair['difference']:.2f}"
+          + (f" = {pair['in_se']:.1f} standard errors of the difference" if pair["in_se"] is not None else ""))
 if not DATA_INFO["official_size"]:
     print(f"\nTrained on {DATA_INFO['n_train']:,} MNIST training digits (not the official 60,000).")
 
@@ -1681,7 +1754,9 @@ RESULTS_JSON = dict(
              floor="training subset vs the same number of test digits (seeded)", subset_seed=FID_SUBSET_SEED,
              resolution="28x28 (SSGAN: centre crop of 32x32)", generated_png="round(127.5 * (G(z) + 1))",
              precision_recall="Kynkäänniemi et al. 2019, k = 3, on the FID features",
-             legible=f"classifier probability >= {LEGIBLE_CONFIDENCE}", library="pytorch-fid 0.3.0, InceptionV3"),
+             legible=f"classifier probability >= {LEGIBLE_CONFIDENCE}", library="pytorch-fid 0.3.0, InceptionV3",
+             ranking=RANKING, separations=SEPARATIONS,
+             standard_error=f"bootstrap: std of FID over {FID_BOOTSTRAP} resamples of the generated features, real statistics fixed"),
     search=dict(settings=SEARCH_SETTINGS, method="successive halving", rungs=SETTINGS["search_rungs"],
                 score="final cheap FD + (final - best cheap FD)", rows=SEARCH, chosen=GAN_CONFIG,
                 continued_from_search=bool(SEARCH),

@@ -27,7 +27,7 @@ def q1_rows(r):
         kl = f"{m['final_kl']:.2f}" + (f" (set point {m['set_point']:g})" if m["set_point"] is not None else "")
         more = (f"FID of the means {m['fid']:.2f}; precision {m['precision']:.3f}, recall {m['recall']:.3f}; "
                 f"blank {100 * m['blank_share']:.1f}%; MIG {m['mig']:.3f}")
-        yield (f"Q1 {name}", data, f"{m['fid_binary']:.2f} (binary samples)", more, kl, f"{m['iterations']:,}", hours(m))
+        yield (f"Q1 {name}", data, f"{m['fid_binary']:.2f} ± {m['fid_binary_se']:.2f} (binary samples)", more, kl, f"{m['iterations']:,}", hours(m))
 
 
 def q2_rows(r):
@@ -40,7 +40,7 @@ def q2_rows(r):
         more = (f"{'EMA' if rep['kind'] == 'ema' else 'trained'} generator at iteration {rep['iteration']:,}; "
                 f"precision {m['precision']:.3f}, recall {m['recall']:.3f}; legible {m['legible_share']:.3f}; "
                 f"class shares {min(m['class_share']):.3f}-{max(m['class_share']):.3f}")
-        yield label, data, f"{m['fid']:.2f}", more, "-", f"{m['iterations']:,}", hours(m)
+        yield label, data, f"{m['fid']:.2f} ± {m['fid_se']:.2f}", more, "-", f"{m['iterations']:,}", hours(m)
 
 
 def table():

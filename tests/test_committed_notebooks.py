@@ -76,6 +76,9 @@ def test_q1_results_hold_the_third_run_measurements():
         # one tolerance everywhere: each model is judged by the run's own tolerances
         assert {k: c["tolerance"] for k, c in m["convergence"].items()} == r["training"]["tolerances"]
     assert models["controlvae_kl8"]["set_point"] == 8.0 and models["controlvae_kl14"]["set_point"] == 14.0
+    # each FID carries its bootstrap standard error, and the ranking's gaps are stated in those errors
+    assert all(0 < m["fid_binary_se"] < m["fid_binary"] for m in models.values()) and r["reference"]["fid_se"] > 0
+    assert [(p["better"], p["worse"]) for p in r["fid"]["separations"]] == list(zip(r["fid"]["ranking"], r["fid"]["ranking"][1:]))
     if r["data"]["reconstructed"]:  # then it says how it was verified, and on how many real images
         check = r["data"]["verified_against"]
         assert check["pixel_exact"] == check["images"] > 0 and f"{check['images']}/{check['images']}" in r["data"]["label"]
@@ -112,6 +115,9 @@ def test_q2_results_hold_the_third_run_measurements():
         stages = m["stages"]
         assert len(set(stages.values())) == 3 and stages["final"] == rep["iteration"], "three distinct stages"
         assert stages["early"] < stages["middle"] < stages["final"]
+    assert all(0 < r["models"][n]["fid_se"] < r["models"][n]["fid"] for n in ("gan", "wgan", "ssgan")) and r["reference"]["fid_se"] > 0
+    assert r["fid"]["ranking"] == sorted(("gan", "wgan", "ssgan"), key=lambda n: r["models"][n]["fid"])
+    assert [(p["better"], p["worse"]) for p in r["fid"]["separations"]] == list(zip(r["fid"]["ranking"], r["fid"]["ranking"][1:]))
     rows = r["search"]["rows"]
     assert min(row["iterations"] for row in rows) >= 2000 or r["run"]["profile"] == "smoke"  # none dropped before 2,000
     assert {k: rows[0][k] for k in r["search"]["chosen"]} == r["search"]["chosen"]

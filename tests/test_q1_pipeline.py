@@ -121,6 +121,10 @@ def test_convergence_is_judged_on_the_last_two_tenths(q1):
     assert c["beta_drift"]["value"] == 0 and c["beta_drift"]["within"]
     history["recon"][-10:] = [38.0] * 10
     assert not q1.convergence(history, dict(recon_plateau=0.02, beta_drift=0.01))["recon_plateau"]["within"]
+    # a run shorter than ten iterations still compares windows of one value each: the last with the one before
+    short = q1.convergence(dict(recon=[5.0, 4.0, 2.0], beta=[1.0, 2.0, 3.0]), dict(recon_plateau=0.02, beta_drift=0.01))
+    assert short["recon_plateau"]["value"] == pytest.approx(-0.5) and short["beta_drift"]["value"] == pytest.approx(0.5)
+    assert q1.tail_mean([1.0, 2.0, 3.0]) == 3.0 and q1.tail_mean(list(range(100))) == pytest.approx(94.5)
 
 
 def test_weights_round_trip_and_refuse_other_settings(q1, tmp_path):
@@ -202,12 +206,77 @@ def test_rankings_follow_the_primary_metric_and_report_disagreements(q1):
 
 
 # ---------------------------------------------------------------- the notebook, end to end
+
+def assert_close(recorded, recomputed, path="", rel=1e-6, abs_=1e-9):
+    """Nested results (JSON-like) equal up to float rounding between two processes."""
+    if isinstance(recomputed, dict):
+        assert set(recorded) == set(recomputed), path
+        for k in recomputed:
+            assert_close(recorded[k], recomputed[k], f"{path}.{k}", rel, abs_)
+    elif isinstance(recomputed, (float, np.floating)) and not isinstance(recomputed, bool):
+        assert recorded == pytest.approx(float(recomputed), rel=rel, abs=abs_, nan_ok=True), path
+    else:
+        assert recorded == recomputed, path
+
+
+def assert_recorded_values_follow_from_the_weights(q1, out, results, images):
+    """What results/q1.json says of each model, recomputed from that model's own saved network and
+    history with the notebook's functions: the call sites pass each function the right model, history,
+    codes, outputs and constants."""
+    seed, n_gen, mean_pixel = results["run"]["seed"], results["fid"]["num_gen"], results["data"]["mean_pixel"]
+    factors = q1.subset_latent_grid()
+    entropies = np.array([q1.entropy(factors[:, k]) for k in range(factors.shape[1])])
+    controller = results["controller"]
+    betas = {}
+    for name, recorded in results["models"].items():
+        config = torch.load(out / "weights" / f"q1_{name}.pt", weights_only=False)["config"]
+        model, history, _ = q1.load_weights(out / "weights" / f"q1_{name}.pt", config, torch.device("cpu"))
+        # the training summary comes from this model's history
+        for key in ("kl", "recon", "total", "beta"):
+            assert recorded[f"final_{key}"] == pytest.approx(q1.tail_mean(history[key])), (name, key)
+        kl_latents = q1.final_kl_per_latent(history)
+        assert recorded["kl_per_latent"] == pytest.approx(kl_latents.tolist()), name
+        assert recorded["active_latents"] == int((kl_latents > 0.1).sum())
+        assert_close(recorded["convergence"], q1.convergence(history, results["training"]["tolerances"]), name)
+        # beta(t) is the controller of the recorded constants fed the recorded KL, step by step
+        if recorded["set_point"] is None:
+            replayed = q1.ConstantBeta(1.0)
+        else:
+            assert config["set_point"] == recorded["set_point"]
+            replayed = q1.PIController(recorded["set_point"], controller["kp"], controller["ki"], controller["beta_min"],
+                                       controller["beta_max"], ramp_iters=controller["ramp_iters"])
+        assert np.allclose([replayed.step(kl) for kl in history["kl"]], history["beta"], rtol=1e-9), name
+        betas[name] = np.asarray(history["beta"])
+        # the scores and the blank-sample geometry come from this model's prior samples
+        codes = q1.prior_codes(n_gen, seed + 1, model.latent_dim)
+        probabilities = q1.decode(model, codes)
+        on_disk = q1.read_pngs(out / "samples" / f"q1_{name}_binary")
+        assert np.array_equal(on_disk, q1.binarise(probabilities, 0.5)), name  # BINARY_THRESHOLD's value
+        assert np.array_equal(q1.read_pngs(out / "samples" / f"q1_{name}"), q1.to_uint8(probabilities)), name
+        assert recorded["blank_share"] == pytest.approx(q1.blank_share(probabilities, mean_pixel))
+        geometry = q1.model_blank_geometry(model, history, codes, probabilities, images, mean_pixel)
+        assert_close(recorded["blank_geometry"], json.loads(json.dumps(geometry["summary"])), name)
+        # MIG of this model's posterior means (and of one sampled code per image, seeded)
+        means, logvars = q1.encode(model, images)
+        score, gaps, normalised = q1.mig(means, factors)
+        score_sampled, _, normalised_sampled = q1.mig(q1.sampled_codes(means, logvars, seed), factors)
+        assert recorded["mig"] == pytest.approx(score, abs=1e-6), name
+        assert recorded["mig_sampled"] == pytest.approx(score_sampled, abs=1e-6), name
+        assert_close(recorded["mig_factors"], q1.carriers(normalised, normalised_sampled, gaps, entropies, kl_latents), name)
+    # the run tells the models apart: each controller acted, differently, and the VAE kept beta = 1
+    assert np.all(betas["vae"] == 1.0) and all(betas[n].max() > 1.0 for n in betas if n != "vae")
+    assert not np.allclose(betas["controlvae_kl1"], betas["controlvae_kl3"])
+
 def test_q1_runs_end_to_end_and_again_from_its_weights(q1, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     np.savez_compressed(data / "sh3_sc6_y32_x32_imgs.npz", imgs=fake_dsprites_subset())
+    # a learning rate and set points at which 12 iterations move the KL past the set points, and strong
+    # constants, so that the controller acts and the three models differ from the first iterations
+    # (at the paper's settings a smoke run keeps beta = 1 and three identical networks)
     params = dict(PROFILE="smoke", DATA_ROOT=str(data), DATA_DIR=str(data), OUTPUT_DIR=str(tmp_path),
-                  ALLOW_DOWNLOAD=False, ALLOW_RECONSTRUCTION=False)
+                  ALLOW_DOWNLOAD=False, ALLOW_RECONSTRUCTION=False, LEARNING_RATE=1e-2, SET_POINTS=[1.0, 3.0],
+                  KP=0.5, KI=0.05)
     nb = run_notebook(Q1, tmp_path, **params)
     results = json.loads((tmp_path / "results" / "q1.json").read_text())
     assert results["run"]["profile"] == "smoke"
@@ -215,7 +284,7 @@ def test_q1_runs_end_to_end_and_again_from_its_weights(q1, tmp_path):
     # the course file is checked against the reconstruction (a fake one agrees on few images)
     check = results["data"]["agreement_with_reconstruction"]
     assert check["images"] == 18432 and check["pixel_exact"] < 18432
-    assert set(results["models"]) == {"vae", "controlvae_kl8", "controlvae_kl14"}
+    assert set(results["models"]) == {"vae", "controlvae_kl1", "controlvae_kl3"}
     assert results["fid"]["primary"] == "fid_binary" and results["training"]["iterations"] == 12
     for name, model in results["models"].items():
         assert model["iterations"] == 12 and model["segments"] == 1 and model["train_hours"] > 0
@@ -230,9 +299,10 @@ def test_q1_runs_end_to_end_and_again_from_its_weights(q1, tmp_path):
     assert reference["blank_share"] == 0.0 and 0 <= reference["precision"] <= 1 and 0 <= reference["recall"] <= 1
     assert results["fid"]["ranking"] == sorted(results["models"], key=lambda n: results["models"][n]["fid_binary"])
     # each ControlVAE ran with its own set point
-    assert results["models"]["controlvae_kl8"]["set_point"] == 8.0
-    assert results["models"]["controlvae_kl14"]["set_point"] == 14.0
-    assert results["controller"] == dict(results["controller"], kp=0.01, ki=0.001, beta_min=1.0)
+    assert results["models"]["controlvae_kl1"]["set_point"] == 1.0
+    assert results["models"]["controlvae_kl3"]["set_point"] == 3.0
+    assert results["controller"] == dict(results["controller"], kp=0.5, ki=0.05, beta_min=1.0)
+    assert_recorded_values_follow_from_the_weights(q1, tmp_path, results, fake_dsprites_subset())
     assert results["fid"]["num_real"] == results["fid"]["num_gen"] == 16 and np.isfinite(results["fid_floor"])
     # the FID subset and the floor subset are disjoint draws from the data
     folders = sorted((data / "fid").glob("q1_*"))  # the FID subset, then its "_floor"
@@ -248,7 +318,7 @@ def test_q1_runs_end_to_end_and_again_from_its_weights(q1, tmp_path):
         q1.feature_statistics(real_f, 2), q1.feature_statistics(floor_f, 2)))
     written = sorted(p.stem for p in (tmp_path / "figures").glob("q1_*.png"))
     for name in ("q1_data", "q1_vae_losses", "q1_vae_samples", "q1_controlvae_kl", "q1_controlvae_recon",
-                 "q1_controlvae_beta", "q1_controlvae_kl8_samples", "q1_controlvae_kl14_samples",
+                 "q1_controlvae_beta", "q1_controlvae_kl1_samples", "q1_controlvae_kl3_samples",
                  "q1_vae_traversal", "q1_kl_per_latent"):
         assert name in written and (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
     assert image_outputs(nb) >= len(written), "every saved figure must also be shown in the notebook"
@@ -264,26 +334,35 @@ def test_q1_runs_end_to_end_and_again_from_its_weights(q1, tmp_path):
 
     # the final weights reproduce every number without training
     assert sorted(p.name for p in (tmp_path / "weights").glob("*.pt")) == [
-        "q1_controlvae_kl14.pt", "q1_controlvae_kl8.pt", "q1_vae.pt"]
+        "q1_controlvae_kl1.pt", "q1_controlvae_kl3.pt", "q1_vae.pt"]
     (tmp_path / "checkpoints").rename(tmp_path / "checkpoints_moved")
     # ... and each model is scored with its own network: perturb one model's decoder, and only its scores move
-    # (in the smoke run beta stays at 1, so the three networks are alike and their scores cannot tell them apart)
-    perturbed = tmp_path / "weights" / "q1_controlvae_kl8.pt"
+    perturbed = tmp_path / "weights" / "q1_controlvae_kl1.pt"
     saved = torch.load(perturbed, map_location="cpu", weights_only=False)
     generator = torch.Generator().manual_seed(0)
-    saved["model"] = {k: v + 0.3 * torch.randn(v.shape, generator=generator) if k.startswith("decoder") and v.is_floating_point()
-                      else v for k, v in saved["model"].items()}
+    # (its encoder too: 12 smoke iterations leave posterior means that carry nothing of the factors, MIG 0;
+    # a perturbed trunk and mean head give means that do, and a log-variance head with zero weights keeps the
+    # sampled codes finite, so that MIG below is computed on informative means)
+    def perturb(key, value):
+        if key == "encoder.logvar.weight":
+            return torch.zeros_like(value)
+        if key.startswith(("decoder", "encoder.features", "encoder.mean")) and value.is_floating_point():
+            return value + 0.3 * torch.randn(value.shape, generator=generator)
+        return value
+    saved["model"] = {k: perturb(k, v) for k, v in saved["model"].items()}
     torch.save(saved, perturbed)
     nb = run_notebook(Q1, tmp_path, FROM_WEIGHTS=True, **params)
     again = json.loads((tmp_path / "results" / "q1.json").read_text())
     assert not (tmp_path / "checkpoints" / "q1_vae.pt").exists(), "FROM_WEIGHTS must not train"
     for name, model in results["models"].items():
         for key in ("fid", "fid_binary", "precision", "recall", "mig", "final_kl", "iterations", "segments"):
-            if name != "controlvae_kl8" or key not in ("fid", "fid_binary", "precision", "recall"):  # these read samples
+            if name != "controlvae_kl1" or key not in ("fid", "fid_binary", "precision", "recall", "mig"):  # its network
                 assert again["models"][name][key] == model[key], (name, key)
-        assert name != "controlvae_kl8" or (again["models"][name]["fid"] != model["fid"]
+        assert name != "controlvae_kl1" or (again["models"][name]["fid"] != model["fid"]
                                             and again["models"][name]["fid_binary"] != model["fid_binary"])
     assert "final weights loaded" in outputs_text(nb)
+    assert again["models"]["controlvae_kl1"]["mig"] > 0.005 and again["models"]["controlvae_kl1"]["mig"] != results["models"]["controlvae_kl1"]["mig"]
+    assert_recorded_values_follow_from_the_weights(q1, tmp_path, again, fake_dsprites_subset())
 
 
 # ---------------------------------------------------------------- the evaluation path, as properties (issue 22)
@@ -357,6 +436,7 @@ def stand_in_evaluation(q1, monkeypatch, tmp_path, probe, real):
     """generated_scores' globals with `probe` for Inception and `real` (probe features) as the real subset."""
     for name, value in dict(inception_features=probe, INCEPTION=None, DEVICE=torch.device("cpu"), FID_BATCH_SIZE=10,
                             SAMPLES=tmp_path, MIN_IMAGES=2, REAL_FEATURES=real, REAL_STATS=q1.feature_statistics(real, 2),
+                            REAL_ROOT=q1.covariance_root(q1.feature_statistics(real, 2)[1]),
                             FID_FLOOR=0.0, REFERENCE=dict(precision=1.0, recall=1.0), REAL_INDICES=np.arange(50),
                             DATA_INFO=dict(mean_pixel=0.1)).items():
         monkeypatch.setattr(q1, name, value, raising=False)
@@ -378,6 +458,9 @@ def test_each_q1_score_is_computed_on_the_images_it_names(q1, tmp_path, monkeypa
     assert scores["fid_binary"] == pytest.approx(q1.frechet_distance(q1.REAL_STATS, stats(binary)))
     assert scores["fid"] == pytest.approx(q1.frechet_distance(q1.REAL_STATS, stats(means)))
     assert scores["fid"] != pytest.approx(scores["fid_binary"])
+    # its standard error is the spread over resamples of the features the primary FID sees
+    assert scores["fid_binary_se"] == q1.fid_standard_error(q1.REAL_STATS, q1.REAL_ROOT, probe(binary, None, None),
+                                                            q1.FID_BOOTSTRAP, 0)
     pr = q1.precision_recall(real, probe(binary, None, None))
     assert (scores["precision"], scores["recall"]) == (pr["precision"], pr["recall"])
     assert pr != q1.precision_recall(real, probe(means, None, None))  # the probe tells the two apart
@@ -426,3 +509,15 @@ def test_discretise_puts_every_value_in_one_of_its_bins(q1):
     assert binned.min() == 0 and binned.max() == 19  # 20 bins, each column over its own range
     assert (binned[codes.argmax(0), range(3)] == 19).all() and (binned[codes.argmin(0), range(3)] == 0).all()
     assert all(np.all(np.diff(binned[np.argsort(codes[:, j]), j]) >= 0) for j in range(3))  # order kept
+
+
+
+def test_finished_weights_are_recognised_only_for_their_settings_and_length(q1, tmp_path):
+    imgs = fake_dsprites_subset(n=256)
+    model, history, info = q1.train_vae("f", imgs, q1.ConstantBeta(), iterations=3, checkpoint_dir=tmp_path, **KW)
+    path = tmp_path / "weights" / "f.pt"
+    q1.export_weights(path, model, history, info, KW["config"])
+    assert q1.finished_with(path, KW["config"], 3)
+    assert not q1.finished_with(path, KW["config"], 4)  # a longer run asked for: train (resuming any checkpoint)
+    assert not q1.finished_with(path, dict(KW["config"], learning_rate=1.0), 3)
+    assert not q1.finished_with(tmp_path / "none.pt", KW["config"], 3)

@@ -476,6 +476,7 @@ def test_each_q2_score_is_computed_on_the_digits_it_names(q2, tmp_path, monkeypa
     real = probe(real_digits, None, None)
     for name, value in dict(inception_features=probe, INCEPTION=None, DEVICE=CPU, FID_BATCH_SIZE=10, SAMPLES=tmp_path,
                             FEATURE_CACHE=tmp_path / "features", SETTINGS=dict(fid_dims=4), MIN_IMAGES=2, REAL_FEATURES=real, REAL_STATS=q2.gaussian_stats(real), FID_FLOOR=0.0,
+                            REAL_ROOT=q2.covariance_root(q2.gaussian_stats(real)[1]),
                             REAL_INDICES=np.arange(60), CLASSIFIER=classifier).items():
         monkeypatch.setattr(q2, name, value, raising=False)
     torch.manual_seed(0)
@@ -485,6 +486,7 @@ def test_each_q2_score_is_computed_on_the_digits_it_names(q2, tmp_path, monkeypa
     assert np.array_equal(q2.read_pngs(tmp_path / "q2_m"), digits)  # the PNGs are the digits scored
     features = probe(digits, None, None)
     assert scores["fid"] == pytest.approx(q2.frechet_distance(q2.REAL_STATS, q2.gaussian_stats(features)))
+    assert scores["fid_se"] == q2.fid_standard_error(q2.REAL_STATS, q2.REAL_ROOT, features, q2.FID_BOOTSTRAP, q2.SEED)
     assert {k: scores[k] for k in ("precision", "recall")} == q2.precision_recall(real, features)
     probabilities = q2.classifier_probabilities(classifier, digits, CPU)
     assert scores["class_share"] == q2.class_shares(probabilities)
@@ -571,7 +573,7 @@ def test_the_readme_table_and_run_summary_render_this_format(smoke_run):
     rows, summary = rendered_by_scripts("q2", r)
     assert [row[0].split(" (")[0] for row in rows] == ["Q2 gan", "Q2 wgan", "Q2 ssgan"] and all(len(row) == 7 for row in rows)
     for row, m in zip(rows, r["models"].values()):
-        assert row[2] == f"{m['fid']:.2f}" and f"iteration {m['reported']['iteration']:,}" in row[3]
+        assert row[2] == f"{m['fid']:.2f} ± {m['fid_se']:.2f}" and f"iteration {m['reported']['iteration']:,}" in row[3]
     assert sum(line.startswith(("- gan", "- wgan", "- ssgan")) for line in summary) == 3
 
 
@@ -626,3 +628,61 @@ def test_recall_is_precision_with_the_roles_swapped(notebook, request):
     forward, backward = precision_recall(real, generated), precision_recall(generated, real)
     assert abs(forward["recall"] - backward["precision"]) <= 1 / 60 and abs(forward["precision"] - backward["recall"]) <= 1 / 50
     assert abs(forward["recall"] - forward["precision"]) > 0.05  # the two differ on these sets
+
+
+@pytest.mark.parametrize("notebook", ["q1", "q2"])  # both notebooks define their own FID standard error
+def test_the_fid_with_a_precomputed_root_is_pytorch_fids_value(notebook, request):
+    nb = request.getfixturevalue(notebook)
+    rng = np.random.default_rng(1)
+    real, generated = rng.normal(size=(400, 12)), rng.normal(0.3, 1.4, size=(300, 12)) @ rng.normal(size=(12, 12))
+    real_stats = (real.mean(axis=0), np.cov(real, rowvar=False))
+    root = nb.covariance_root(real_stats[1])
+    assert np.allclose(root @ root, real_stats[1]) and np.allclose(root, root.T)
+    fid = nb.frechet_distance_from_root(real_stats, root, generated.mean(axis=0), np.cov(generated, rowvar=False))
+    assert fid == pytest.approx(nb.frechet_distance(real_stats, (generated.mean(axis=0), np.cov(generated, rowvar=False))), rel=1e-9)
+
+
+@pytest.mark.parametrize("notebook", ["q1", "q2"])
+def test_the_fid_standard_error_is_the_spread_over_resamples_of_the_generated_set(notebook, request):
+    nb = request.getfixturevalue(notebook)
+    rng = np.random.default_rng(2)
+    real = rng.normal(size=(2000, 6))
+    real_stats = (real.mean(axis=0), np.cov(real, rowvar=False))
+    root = nb.covariance_root(real_stats[1])
+    small, large = rng.normal(0.5, 1.0, size=(100, 6)), rng.normal(0.5, 1.0, size=(1600, 6))
+    se_small, se_large = (nb.fid_standard_error(real_stats, root, f, 40, 0) for f in (small, large))
+    assert se_small == nb.fid_standard_error(real_stats, root, small, 40, 0)  # seeded
+    assert 0 < se_large < se_small / 2  # 16x the samples: about a quarter of the spread
+    identical = np.repeat(small[:1], 50, axis=0)  # every resample is the same set: no spread
+    assert nb.fid_standard_error(real_stats, root, identical, 10, 0) == pytest.approx(0, abs=1e-9)
+    assert nb.fid_standard_error(real_stats, root, small, 1, 0) is None
+
+
+@pytest.mark.parametrize("notebook", ["q1", "q2"])
+def test_separations_measure_each_adjacent_gap_in_standard_errors(notebook, request):
+    nb = request.getfixturevalue(notebook)
+    value, error = ("fid_binary", "fid_binary_se") if notebook == "q1" else ("fid", "fid_se")
+    scores = dict(a={value: 10.0, error: 3.0}, b={value: 20.0, error: 4.0}, c={value: 21.0, error: None})
+    out = nb.separations(scores, ["a", "b", "c"])
+    assert [(p["better"], p["worse"]) for p in out] == [("a", "b"), ("b", "c")]
+    assert out[0]["difference"] == 10.0 and out[0]["in_se"] == pytest.approx(2.0)  # 10 / sqrt(9 + 16)
+    assert out[1]["difference"] == 1.0 and out[1]["in_se"] is None
+
+
+@pytest.mark.parametrize("notebook", ["q1", "q2"])
+def test_a_k_nn_radius_is_the_distance_to_the_kth_nearest_other_point(notebook, request):
+    points = np.array([[0.0], [1.0], [3.0], [6.0], [10.0]])
+    radii = request.getfixturevalue(notebook).knn_radii
+    assert radii(points, 1) == pytest.approx([1, 1, 2, 3, 4])  # the point itself is not its own neighbour
+    assert radii(points, 2) == pytest.approx([3, 2, 3, 4, 7])
+
+
+def test_the_training_log_shows_each_tenths_mean_losses_and_its_last_checks(q2):
+    history = dict(d_loss=[float(i) for i in range(1, 101)], g_loss=[2.0] * 100,
+                   tracked=dict(raw=[(25, 9.0), (50, 8.0), (100, 7.0)], ema=[(50, 6.0), (100, 5.0)]))
+    lines = q2.training_log(history, ["d_loss", "g_loss"]).splitlines()
+    assert len(lines) == 11  # a header and one line per tenth
+    first, third, last = lines[1].split(), lines[3].split(), lines[10].split()
+    assert first[:3] == ["1-10", "5.500", "2.000"] and first[3:] == ["-", "/", "-"]  # no check yet in the first tenth
+    assert third[:2] == ["21-30", "25.500"] and third[3:] == ["9.0", "/", "-"]  # the raw check at 25, none of the EMA
+    assert last[:2] == ["91-100", "95.500"] and last[3:] == ["7.0", "/", "5.0"]
