@@ -99,12 +99,16 @@ def q1_values(r):
         "q1.batch": str(get(r, "q1.run.batch_size")), "q1.lr": sci(get(r, "q1.run.learning_rate")),
         "q1.nimages": count(get(r, "q1.data.n_images")),
         "q1.ceiling": fixed(math.log(get(r, "q1.data.n_images")), 2),
+        "q1.excess14": fixed(14 - math.log(get(r, "q1.data.n_images")), 2),
+        "q1.vae.excess": fixed(get(r, "q1.models.vae.final_kl") - math.log(get(r, "q1.data.n_images")), 2),
         "q1.kp": f"{get(r, 'q1.controller.kp'):g}", "q1.ki": f"{get(r, 'q1.controller.ki'):g}",
         "q1.betamin": f"{get(r, 'q1.controller.beta_min'):g}", "q1.betamax": f"{get(r, 'q1.controller.beta_max'):g}",
         "q1.ramp": count(get(r, "q1.controller.ramp_iters")),
         "q1.iters": count(get(r, "q1.training.iterations")),
         "q1.tol.recon": f"{tolerances['recon_plateau']:g}", "q1.tol.beta": f"{tolerances['beta_drift']:g}",
-        "q1.floor": fixed(get(r, "q1.fid_floor")),
+        "q1.floor": fixed(get(r, "q1.fid_floor")), "q1.floorse": fixed(get(r, "q1.reference.fid_se")),
+        "q1.bootstrap": re.search(r"over (\d+) resamples", get(r, "q1.fid.standard_error")).group(1),
+        **separation_values("q1", get(r, "q1.fid.separations")),
         "q1.ref.precision": fixed(get(r, "q1.reference.precision"), 3),
         "q1.ref.recall": fixed(get(r, "q1.reference.recall"), 3),
         "q1.ref.blank": fixed(100 * get(r, "q1.reference.blank_share"), 1),
@@ -131,6 +135,7 @@ def q1_values(r):
         plateau = get(r, m + ".convergence.recon_plateau.value")
         drift = get(r, m + ".convergence.beta_drift.value")
         v.update({f"q1.{short}.fid": fixed(get(r, m + ".fid")), f"q1.{short}.fidbin": fixed(get(r, m + ".fid_binary")),
+                  f"q1.{short}.fidbinse": fixed(get(r, m + ".fid_binary_se")),
                   f"q1.{short}.kl": fixed(get(r, m + ".final_kl")), f"q1.{short}.recon": fixed(get(r, m + ".final_recon")),
                   f"q1.{short}.total": fixed(get(r, m + ".final_total")), f"q1.{short}.beta": fixed(get(r, m + ".final_beta")),
                   f"q1.{short}.active": str(get(r, m + ".active_latents")),
@@ -153,6 +158,12 @@ def q1_values(r):
         if short != "vae":
             v[f"q1.{short}.klerror"] = fixed(abs(get(r, m + ".kl_error")), 2)
     return v
+
+
+def separation_values(q, pairs):
+    """Each adjacent pair of the ranking, best first: the FID gap and the gap in standard errors of a difference."""
+    return {k: v for i, pair in enumerate(pairs, 1)
+            for k, v in ((f"{q}.sep{i}.diff", fixed(pair["difference"])), (f"{q}.sep{i}.se", fixed(pair["in_se"], 1)))}
 
 
 def share_values(key, shares):
@@ -192,6 +203,12 @@ def search_values(rows):
     return v
 
 
+def common_cheap_fd(r, name):
+    """A model's weight-averaged (EMA) generator's cheap FD at the shortest model's last iteration: the three at equal length."""
+    common = min(get(r, f"q2.models.{n}.iterations") for n in Q2_MODELS)
+    return dict(map(tuple, get(r, f"q2.models.{name}.tracked")["ema"]))[common]
+
+
 def q2_values(r):
     ref = get(r, "q2.reference")
     trial = {row["lr"]: row for row in get(r, "q2.wgan_lr.rows")}
@@ -206,7 +223,8 @@ def q2_values(r):
         "q2.search.n": str(len(get(r, "q2.search.rows"))),
         "q2.search.top.final": fixed(get(r, "q2.search.rows")[0]["final_cheap_fd"], 1),
         "q2.search.top.best": fixed(get(r, "q2.search.rows")[0]["best_cheap_fd"], 1),
-        "q2.floor": fixed(get(r, "q2.fid_floor")),
+        "q2.floor": fixed(get(r, "q2.fid_floor")), "q2.floorse": fixed(ref["fid_se"]),
+        **separation_values("q2", get(r, "q2.fid.separations")),
         "q2.ref.precision": fixed(ref["precision"], 3), "q2.ref.recall": fixed(ref["recall"], 3),
         "q2.ref.legible": fixed(ref["legible_share"], 3), "q2.ref.illegiblepct": fixed(100 * (1 - ref["legible_share"]), 1), **share_values("q2.ref", ref["class_share"]),
         "q2.legible.conf": re.search(r"([0-9.]+)", get(r, "q2.fid.legible")).group(1),
@@ -224,6 +242,8 @@ def q2_values(r):
         **{f"q2.ssgan.step{w}": fixed(sec, 2) for w, sec in get(r, "q2.models.ssgan.widths.step_seconds").items()},
         **{f"q2.ssgan.hours{w}": fixed(sec * get(r, "q2.models.ssgan.iterations") / 3600, 1)
            for w, sec in get(r, "q2.models.ssgan.widths.step_seconds").items()},
+        "q2.ssgan.growth": fixed(get(r, "q2.models.ssgan.widths.step_seconds")["64"] / get(r, "q2.models.ssgan.widths.step_seconds")["32"], 1),
+        "q2.common.it": count(min(get(r, f"q2.models.{n}.iterations") for n in Q2_MODELS)),
         "q2.rung.iterations": count(rung["iterations"]),
         "q2.ranking": r"\mbox{\lr{" + " $<$ ".join(n.upper() for n in q2_ranking(r, "fid")) + "}}",
         **search_values(get(r, "q2.search.rows")),
@@ -241,7 +261,7 @@ def q2_values(r):
         m = get(r, f"q2.models.{name}")
         rep, stages = m["reported"], m["stages"]
         curve = dict(map(tuple, m["tracked"][rep["kind"]]))  # the reported kind's cheap FD by iteration
-        v.update({f"q2.{name}.fid": fixed(m["fid"]), f"q2.{name}.fidgap": fixed(m["fid"] - get(r, "q2.fid_floor")),
+        v.update({f"q2.{name}.fid": fixed(m["fid"]), f"q2.{name}.fidse": fixed(m["fid_se"]), f"q2.{name}.fidgap": fixed(m["fid"] - get(r, "q2.fid_floor")),
                   f"q2.{name}.precision": fixed(m["precision"], 3), f"q2.{name}.recall": fixed(m["recall"], 3),
                   f"q2.{name}.legible": fixed(m["legible_share"], 3), **share_values(f"q2.{name}", m["class_share"]),
                   f"q2.{name}.precisionpct": fixed(100 * m["precision"] / ref["precision"], 0),
@@ -265,6 +285,7 @@ def q2_values(r):
                      for end, f in (("min", min), ("max", max))},
                   f"q2.{name}.fifthit": count(m["iterations"] // 5),
                   f"q2.{name}.cheapfd.mid": fixed(curve.get(m["iterations"] // 2, math.nan), 1),
+                  f"q2.{name}.cheapfd.common": fixed(common_cheap_fd(r, name), 1),
                   f"q2.{name}.cheapfd.fifth": fixed(curve.get(m["iterations"] // 5, math.nan), 1)})
     return v
 
@@ -281,17 +302,17 @@ def q1_table(r):
         c = m["convergence"]
         return (f"{set_point} & ${m['final_kl']:.2f}$ & ${m['final_recon']:.2f}$ & ${m['final_beta']:.2f}$ & "
                 f"${c['recon_plateau']['value']:+.3f}$ & ${c['beta_drift']['value']:+.3f}$ & ${m['active_latents']}$ & "
-                f"${m['segments']}$ & ${m['train_hours']:.2f}$")
+                f"${m['train_hours']:.2f}$")
     return q1_rows(r, cells)
 
 
 def q1_eval_table(r):
     """Evaluation: the primary FID (binary samples), FID on means, precision/recall, blank samples, MIG; then the
     real-vs-real reference row."""
-    rows = q1_rows(r, lambda m: f"${m['fid_binary']:.2f}$ & ${m['fid']:.2f}$ & ${m['precision']:.3f}$ & ${m['recall']:.3f}$ & "
+    rows = q1_rows(r, lambda m: f"${m['fid_binary']:.2f} \\pm {m['fid_binary_se']:.2f}$ & ${m['fid']:.2f}$ & ${m['precision']:.3f}$ & ${m['recall']:.3f}$ & "
                                 f"${100 * m['blank_share']:.1f}$ & ${m['mig']:.3f}$ & ${m['mig_sampled']:.3f}$")
     ref = get(r, "q1.reference")
-    return rows + (f"\\midrule\n مرجع (واقعی / واقعی) & ${ref['fid']:.2f}$ & - & ${ref['precision']:.3f}$ & "
+    return rows + (f"\\midrule\n مرجع (واقعی / واقعی) & ${ref['fid']:.2f} \\pm {ref['fid_se']:.2f}$ & - & ${ref['precision']:.3f}$ & "
                    f"${ref['recall']:.3f}$ & ${100 * ref['blank_share']:.1f}$ & - & - \\\\\n")
 
 
@@ -310,24 +331,26 @@ def q2_table(r):
     rows = []
     for name in Q2_MODELS:
         m = get(r, f"q2.models.{name}")
-        rows.append(f"{MODEL_FA[name]} & ${m['fid']:.2f}$ & ${m['precision']:.3f}$ & ${m['recall']:.3f}$ & "
+        rows.append(f"{MODEL_FA[name]} & ${m['fid']:.2f} \\pm {m['fid_se']:.2f}$ & ${m['precision']:.3f}$ & ${m['recall']:.3f}$ & "
                     f"${m['legible_share']:.3f}$ & ${min(m['class_share']):.3f}$ تا ${max(m['class_share']):.3f}$ & "
                     f"{reported_label(m['reported'])} & ${count(m['iterations'])}$ & ${m['epochs']:.1f}$ & "
                     f"${m['train_hours']:.2f}$ \\\\")
     ref = get(r, "q2.reference")
-    rows.append(f"\\midrule\nمرجع (واقعی / واقعی) & ${ref['fid']:.2f}$ & ${ref['precision']:.3f}$ & ${ref['recall']:.3f}$ & "
+    rows.append(f"\\midrule\nمرجع (واقعی / واقعی) & ${ref['fid']:.2f} \\pm {ref['fid_se']:.2f}$ & ${ref['precision']:.3f}$ & ${ref['recall']:.3f}$ & "
                 f"${ref['legible_share']:.3f}$ & ${min(ref['class_share']):.3f}$ تا ${max(ref['class_share']):.3f}$ & - & - & - & - \\\\")
     return "\n".join(rows) + "\n"
 
 
 def search_table(r):
     """The search's rows, best first: setting, the rung it reached, its cheap FD there, best, score."""
-    rows = []
+    rows, reported = [], get(r, "q2.settings.gan")
     for rank, row in enumerate(get(r, "q2.search.rows"), 1):
-        mark = r" $\leftarrow$" if rank == 1 else ""
+        roles = (["برنده‌ی جست‌وجو"] if rank == 1 else []) + (["گزارش‌شده"] if all(
+            tuple(row[k]) == tuple(reported[k]) if isinstance(row[k], list) else row[k] == reported[k]
+            for k in ("lr", "betas", "d_steps")) else [])
         rows.append(f"${rank}$ & ${sci(row['lr'])}$ & ${betas(row['betas'])}$ & ${row['d_steps']}$ & "
-                    f"${count(row['iterations'])}$ & ${row['final_cheap_fd']:.1f}$ & ${row['best_cheap_fd']:.1f}$ & "
-                    f"${row['score']:.1f}$ &{mark} \\\\")
+                    f"${count(row['iterations'])}$ & ${row['final_cheap_fd']:.1f}$ & ${row['score']:.1f}$ & "
+                    f"{'، '.join(roles) or '-'} \\\\")
     return "\n".join(rows) + "\n"
 
 
@@ -341,6 +364,8 @@ def q1_claims(q1, r):
     alike = all(abs(vae_geometry["blank"][key] / vae_geometry["other"][key] - 1) < 0.15
                 for key in ("median_norm", "median_nearest_mean", "median_nearest_sigmas")) if vae_geometry["blank"]["n"] else False
     return {
+        "1-4: each gap between adjacent models' binary FIDs exceeds three standard errors of the difference":
+            all(pair["in_se"] > 3 for pair in get(r, "q1.fid.separations")),
         "1-2: every model trained the same N iterations": len({m["iterations"] for m in q1.values()}) == 1 and
             q1["vae"]["iterations"] == get(r, "q1.training.iterations"),
         "1-3: the VAE's reconstruction was still falling at N, beyond the tolerance": plateau["vae"] < -tol["recon_plateau"],
@@ -413,6 +438,8 @@ def search_claims(r):
         search_row(rows, **dict(DCGAN, d_steps=2)), search_row(rows, **DCGAN))
     late = [v for i, v in high["tracked"] if i >= 2500] + [high["final_cheap_fd"]]
     return {
+        "2-1: every search row's final cheap FD lies within 0.1 of its best (the score is about the final FD)":
+            all(row["final_cheap_fd"] - row["best_cheap_fd"] <= 0.1 for row in get(r, "q2.search.rows")),
         "2-1: lr 1e-4 ranks last, more than twice every other setting's cheap FD at the first rung":
             rows[-1] is low and all(low["final_cheap_fd"] > 2 * row["final_cheap_fd"] for row in rows if row is not low),
         "2-1: two D steps and the default were dropped at the first rung":
@@ -446,7 +473,15 @@ def q2_claims(r):
     tracked = {name: dict(map(tuple, m["tracked"][m["reported"]["kind"]])) for name, m in q2.items()}
     wgan_w = tenths["wgan"]["wasserstein"]
     ssgan_dgan = tenths["ssgan"]["d_loss"][9] - get(r, "q2.settings.ssgan.beta") * tenths["ssgan"]["d_rotation"][9]
+    at_common = {name: common_cheap_fd(r, name) for name in Q2_MODELS}
+    separations = get(r, "q2.fid.separations")
     return {
+        "2-2: WGAN's recall is the lowest of the three models":
+            min(Q2_MODELS, key=lambda n: q2[n]["recall"]) == "wgan",
+        "2-4: at the shortest model's length the EMA generators' cheap FD orders the models as their FIDs do":
+            sorted(Q2_MODELS, key=at_common.get) == q2_ranking(r, "fid"),
+        "2-4: each gap between adjacent models' FIDs exceeds three standard errors of the difference":
+            all(pair["in_se"] > 3 for pair in separations),
         "2-1: from the second tenth on, D's loss falls and G's rises in every tenth (D gains on G)":
             falling(tenths["gan"]["d_loss"][1:]) and rising(tenths["gan"]["g_loss"][1:]),
         "2-1: the reported GAN is its best checkpoint, and its final cheap FD is more than twice that best":
