@@ -116,6 +116,16 @@ def ema(values, weight=0.98):
     return out
 
 
+def save_report_copy(fig, name):
+    """figures/report/<name>: the same figure without its English title (the report's Persian caption says it)."""
+    if fig.get_suptitle():
+        fig.suptitle("")
+    elif len(fig.axes) == 1:
+        fig.axes[0].set_title("")
+    (FIGURES / "report").mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGURES / "report" / name, dpi=130, bbox_inches="tight")
+
+
 def save_figure(fig, name):
     """Save the figure, then show the saved PNG in the cell's output.
 
@@ -124,6 +134,7 @@ def save_figure(fig, name):
     """
     path = FIGURES / name
     fig.savefig(path, dpi=130, bbox_inches="tight")
+    save_report_copy(fig, name)
     plt.close(fig)
     show_png(path)
     print(f"saved figures/{name}")  # returns None: a path as a cell's last value would print the machine's folders

@@ -286,6 +286,7 @@ def q2_values(r):
                   f"q2.{name}.fifthit": count(m["iterations"] // 5),
                   f"q2.{name}.cheapfd.mid": fixed(curve.get(m["iterations"] // 2, math.nan), 1),
                   f"q2.{name}.cheapfd.common": fixed(common_cheap_fd(r, name), 1),
+                  f"q2.{name}.nchecks": count(len(m["tracked"][rep["kind"]])),
                   f"q2.{name}.cheapfd.fifth": fixed(curve.get(m["iterations"] // 5, math.nan), 1)})
     return v
 

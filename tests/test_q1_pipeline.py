@@ -322,6 +322,7 @@ def test_q1_runs_end_to_end_and_again_from_its_weights(q1, tmp_path):
                  "q1_vae_traversal", "q1_kl_per_latent"):
         assert name in written and (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
     assert image_outputs(nb) >= len(written), "every saved figure must also be shown in the notebook"
+    assert sorted(p.stem for p in (tmp_path / "figures" / "report").glob("q1_*.png")) == written  # the report's copies
     samples = sorted((tmp_path / "samples" / "q1_vae").glob("*.png"))
     assert len(samples) == 16 and Image.open(samples[0]).size == (64, 64)
     binary = np.stack([np.array(Image.open(p)) for p in sorted((tmp_path / "samples" / "q1_vae_binary").glob("*.png"))])

@@ -583,6 +583,7 @@ def test_smoke_run_shows_every_figure_it_saves(smoke_run):
     expected = {f"q2_{n}_{f}.png" for n in ("gan", "wgan", "ssgan") for f in ("losses", "stages")}
     assert expected | {"q2_search.png", "q2_gan_final_rung.png", "q2_wgan_lr.png", "q2_quality_over_training.png", "q2_class_shares.png"} <= written
     assert image_outputs(nb) >= len(written)
+    assert {p.name for p in (tmp_path / "figures" / "report").glob("q2_*.png")} == written  # the report's copies
 
 
 def test_from_weights_reproduces_every_score_without_training(smoke_run):

@@ -61,6 +61,8 @@ def test_every_figure_the_report_includes_exists():
     assert len(figures) >= 15
     missing = [f for f in figures if not (ROOT / "figures" / f).is_file()]
     assert not missing, f"figures missing (run the notebooks): {missing}"
+    untitled = [f for f in figures if not (ROOT / "figures" / "report" / f).is_file()]
+    assert not untitled, f"report copies (no English title) missing; run the notebooks: {untitled}"
 
 
 def test_a_missing_result_stops_the_generator_with_its_name(tmp_path):
