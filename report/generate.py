@@ -477,6 +477,8 @@ def q2_claims(r):
     at_common = {name: common_cheap_fd(r, name) for name in Q2_MODELS}
     separations = get(r, "q2.fid.separations")
     return {
+        "2-2: WGAN's generator updates exceed twice those of the reported GAN generator":
+            q2["wgan"]["iterations"] > 2 * q2["gan"]["reported"]["iteration"],
         "2-2: WGAN's recall is the lowest of the three models":
             min(Q2_MODELS, key=lambda n: q2[n]["recall"]) == "wgan",
         "2-4: at the shortest model's length the EMA generators' cheap FD orders the models as their FIDs do":
