@@ -106,7 +106,7 @@ def q1_values(r):
         "q1.ramp": count(get(r, "q1.controller.ramp_iters")),
         "q1.iters": count(get(r, "q1.training.iterations")),
         "q1.tol.recon": f"{tolerances['recon_plateau']:g}", "q1.tol.beta": f"{tolerances['beta_drift']:g}",
-        "q1.floor": fixed(get(r, "q1.fid_floor")), "q1.floorse": fixed(get(r, "q1.reference.fid_se")),
+        "q1.floor": fixed(get(r, "q1.fid_floor")),
         "q1.bootstrap": re.search(r"over (\d+) resamples", get(r, "q1.fid.standard_error")).group(1),
         **separation_values("q1", get(r, "q1.fid.separations")),
         "q1.ref.precision": fixed(get(r, "q1.reference.precision"), 3),
@@ -203,10 +203,14 @@ def search_values(rows):
     return v
 
 
+def common_iterations(r):
+    """The shortest model's length: every Q2 model reached it."""
+    return min(get(r, f"q2.models.{n}.iterations") for n in Q2_MODELS)
+
+
 def common_cheap_fd(r, name):
     """A model's weight-averaged (EMA) generator's cheap FD at the shortest model's last iteration: the three at equal length."""
-    common = min(get(r, f"q2.models.{n}.iterations") for n in Q2_MODELS)
-    return dict(map(tuple, get(r, f"q2.models.{name}.tracked")["ema"]))[common]
+    return dict(map(tuple, get(r, f"q2.models.{name}.tracked")["ema"]))[common_iterations(r)]
 
 
 def q2_values(r):
@@ -223,7 +227,7 @@ def q2_values(r):
         "q2.search.n": str(len(get(r, "q2.search.rows"))),
         "q2.search.top.final": fixed(get(r, "q2.search.rows")[0]["final_cheap_fd"], 1),
         "q2.search.top.best": fixed(get(r, "q2.search.rows")[0]["best_cheap_fd"], 1),
-        "q2.floor": fixed(get(r, "q2.fid_floor")), "q2.floorse": fixed(ref["fid_se"]),
+        "q2.floor": fixed(get(r, "q2.fid_floor")),
         **separation_values("q2", get(r, "q2.fid.separations")),
         "q2.ref.precision": fixed(ref["precision"], 3), "q2.ref.recall": fixed(ref["recall"], 3),
         "q2.ref.legible": fixed(ref["legible_share"], 3), "q2.ref.illegiblepct": fixed(100 * (1 - ref["legible_share"]), 1), **share_values("q2.ref", ref["class_share"]),
@@ -243,7 +247,7 @@ def q2_values(r):
         **{f"q2.ssgan.hours{w}": fixed(sec * get(r, "q2.models.ssgan.iterations") / 3600, 1)
            for w, sec in get(r, "q2.models.ssgan.widths.step_seconds").items()},
         "q2.ssgan.growth": fixed(get(r, "q2.models.ssgan.widths.step_seconds")["64"] / get(r, "q2.models.ssgan.widths.step_seconds")["32"], 1),
-        "q2.common.it": count(min(get(r, f"q2.models.{n}.iterations") for n in Q2_MODELS)),
+        "q2.common.it": count(common_iterations(r)),
         "q2.rung.iterations": count(rung["iterations"]),
         "q2.ranking": r"\mbox{\lr{" + " $<$ ".join(n.upper() for n in q2_ranking(r, "fid")) + "}}",
         **search_values(get(r, "q2.search.rows")),
@@ -261,7 +265,7 @@ def q2_values(r):
         m = get(r, f"q2.models.{name}")
         rep, stages = m["reported"], m["stages"]
         curve = dict(map(tuple, m["tracked"][rep["kind"]]))  # the reported kind's cheap FD by iteration
-        v.update({f"q2.{name}.fid": fixed(m["fid"]), f"q2.{name}.fidse": fixed(m["fid_se"]), f"q2.{name}.fidgap": fixed(m["fid"] - get(r, "q2.fid_floor")),
+        v.update({f"q2.{name}.fid": fixed(m["fid"]), f"q2.{name}.fidgap": fixed(m["fid"] - get(r, "q2.fid_floor")),
                   f"q2.{name}.precision": fixed(m["precision"], 3), f"q2.{name}.recall": fixed(m["recall"], 3),
                   f"q2.{name}.legible": fixed(m["legible_share"], 3), **share_values(f"q2.{name}", m["class_share"]),
                   f"q2.{name}.precisionpct": fixed(100 * m["precision"] / ref["precision"], 0),
