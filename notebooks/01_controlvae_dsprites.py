@@ -63,9 +63,11 @@ import os
 import platform
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import matplotlib.text
 import numpy as np
 import torch
 import torch.nn as nn
@@ -108,12 +110,41 @@ def ema(values, weight=0.98):
     return out
 
 
+REPORT_WIDTH_INCHES = 5.5  # the report prints a figure about this wide (text width 6.5 in)
+REPORT_MIN_POINTS = 8  # smallest legible text on the printed page
+
+
+def enlarge_small_text(fig, width=REPORT_WIDTH_INCHES, min_points=REPORT_MIN_POINTS):
+    """Raise every text of `fig` that would print below `min_points` once the figure is shrunk to `width`
+    inches, then lay the figure out again (a figure-level legend keeps its column on the right)."""
+    shrink = min(1.0, width / fig.get_figwidth())
+    floor = min_points / shrink
+    small = [text for text in fig.findobj(matplotlib.text.Text) if text.get_text() and text.get_fontsize() < floor]
+    if not small:
+        return  # already legible: the notebook's layout stays as it is
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_ticklabels() and axis.get_ticklabels()[0].get_fontsize() < floor:
+                ax.tick_params(axis="x" if axis is ax.xaxis else "y", labelsize=floor)
+    for text in small:
+        text.set_fontsize(floor)
+    right = 1.0
+    if fig.legends:
+        renderer = fig.canvas.get_renderer()
+        right = 1.0 - max(legend.get_window_extent(renderer).width for legend in fig.legends) / fig.bbox.width - 0.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # image grids without axes decorations: tight layout may not apply
+        fig.tight_layout(rect=(0, 0, right, 1))
+
+
 def save_report_copy(fig, name):
-    """figures/report/<name>: the same figure without its English title (the report's Persian caption says it)."""
+    """figures/report/<name>: the figure as the report prints it: without its English title (the report's
+    Persian caption says it) and with no text below REPORT_MIN_POINTS at the report's width."""
     if fig.get_suptitle():
         fig.suptitle("")
     elif len(fig.axes) == 1:
         fig.axes[0].set_title("")
+    enlarge_small_text(fig)
     (FIGURES / "report").mkdir(parents=True, exist_ok=True)
     fig.savefig(FIGURES / "report" / name, dpi=130, bbox_inches="tight")
 
@@ -997,7 +1028,6 @@ SINGULAR_PRODUCTS = []  # one entry per Fréchet distance whose covariance produ
 def frechet_distance(stats_a, stats_b):
     """pytorch-fid's Fréchet distance. scipy warns when the covariance product is (nearly) singular,
     e.g. feature dimensions that never vary; that warning (which prints file paths) becomes one note."""
-    import warnings
     from scipy.linalg import LinAlgWarning
     from pytorch_fid.fid_score import calculate_frechet_distance
     with warnings.catch_warnings():
@@ -1130,7 +1160,7 @@ def knn_radii(features, k):
 
 
 def precision_recall(real, generated, k=3):
-    """Improved precision and recall (Kynkäänniemi et al., 2019) of feature sets (n, d)."""
+    """Improved precision and recall (Kynkäänniemi et al., 2019) of feature sets (n, d), with their standard errors."""
     if min(len(real), len(generated)) <= k:
         raise ValueError(f"precision/recall with k = {k} needs more than {k} images per set "
                          f"(got {len(real)} real, {len(generated)} generated)")
@@ -1138,7 +1168,24 @@ def precision_recall(real, generated, k=3):
     distances = pairwise_distances(generated, real)  # (generated, real)
     precision = (distances <= real_radii[None, :]).any(axis=1).mean()
     recall = (distances <= generated_radii[:, None]).any(axis=0).mean()
-    return dict(precision=float(precision), recall=float(recall))
+    return dict(precision=float(precision), recall=float(recall), precision_se=proportion_se(precision, len(generated)),
+                recall_se=proportion_se(recall, len(real)))
+
+
+def proportion_se(share, n):
+    """Standard error of a share measured over n images, sqrt(p(1 - p) / n): the precision and recall
+    uncertainty from the images drawn, with the k-NN neighbourhoods held fixed."""
+    return math.sqrt(share * (1.0 - share) / n)
+
+
+def with_se(value, se, digits=2):
+    """'12.34 ± 0.56', or just '12.34' when no standard error was measured (FID_BOOTSTRAP < 2)."""
+    return f"{value:.{digits}f}" + ("" if se is None else f" ± {se:.{digits}f}")
+
+
+def se_cell(se, width=5):
+    """A table cell for a standard error: '-' when none was measured."""
+    return f"{'-' if se is None else f'{se:.2f}':>{width}s}"
 
 
 def blank_mask(probabilities, data_mean_pixel, fraction=0.2):
@@ -1179,8 +1226,9 @@ FID_FLOOR = frechet_distance(REAL_STATS, feature_statistics(FLOOR_FEATURES, MIN_
 REFERENCE = dict(fid=FID_FLOOR, **precision_recall(REAL_FEATURES, FLOOR_FEATURES),
                  blank_share=blank_share(IMAGES[REAL_INDICES].astype(float), DATA_INFO["mean_pixel"]))
 REFERENCE["fid_se"] = fid_standard_error(REAL_STATS, REAL_ROOT, FLOOR_FEATURES, FID_BOOTSTRAP, FID_SUBSET_SEED)
-print(f"real vs a disjoint real subset of {len(FLOOR_INDICES)}: FID {FID_FLOOR:.2f} ± {REFERENCE['fid_se'] or 0:.2f}, precision "
-      f"{REFERENCE['precision']:.3f}, recall {REFERENCE['recall']:.3f}; blank share of the real images "
+print(f"real vs a disjoint real subset of {len(FLOOR_INDICES)}: FID {with_se(FID_FLOOR, REFERENCE['fid_se'])}, precision "
+      f"{with_se(REFERENCE['precision'], REFERENCE['precision_se'], 3)}, recall {with_se(REFERENCE['recall'], REFERENCE['recall_se'], 3)}; "
+      f"blank share of the real images "
       f"{REFERENCE['blank_share']:.3f}")
 
 
@@ -1209,8 +1257,9 @@ def generated_scores(name, model, n, seed):
                   blank_share=blank_share(probabilities, DATA_INFO["mean_pixel"]),
                   blank_share_binary=blank_share(binary / 255.0, DATA_INFO["mean_pixel"]))
     scores["fid_binary_se"] = fid_standard_error(REAL_STATS, REAL_ROOT, binary_features, FID_BOOTSTRAP, seed)
-    print(f"{name}: FID (binary, primary) {scores['fid_binary']:.2f} ± {scores['fid_binary_se'] or 0:.2f}, FID (Bernoulli means) {scores['fid']:.2f}, "
-          f"real-vs-real {FID_FLOOR:.2f}; precision {scores['precision']:.3f}, recall {scores['recall']:.3f} "
+    print(f"{name}: FID (binary, primary) {with_se(scores['fid_binary'], scores['fid_binary_se'])}, FID (Bernoulli means) {scores['fid']:.2f}, "
+          f"real-vs-real {FID_FLOOR:.2f}; precision {with_se(scores['precision'], scores['precision_se'], 3)}, "
+          f"recall {with_se(scores['recall'], scores['recall_se'], 3)} "
           f"(real-vs-real {REFERENCE['precision']:.3f}, {REFERENCE['recall']:.3f}); blank samples "
           f"{100 * scores['blank_share']:.1f}% of the means, {100 * scores['blank_share_binary']:.1f}% of the binary "
           f"samples  ({n} generated vs {len(REAL_INDICES)} real, {time.time() - t0:.0f} s)")
@@ -1286,23 +1335,24 @@ def model_blank_geometry(model, history, codes, probabilities, images, data_mean
     return blank_sample_geometry(codes, probabilities, means, active, data_mean_pixel, logvars)
 
 
-GEOMETRY_PANELS = (("norm", "(a) |z|"), ("nearest", "(b) to the nearest data mean"),
-                   ("sigmas", "(c) to the nearest posterior, in its σ"))
+GEOMETRY_PANELS = (("norm", "(a) |z|"), ("nearest", "(b) distance to the\nnearest data mean"),
+                   ("sigmas", "(c) distance to the nearest\nposterior, in its σ"))
 
 
 def plot_blank_geometry(geometry, title):
     panels = [(key, label) for key, label in GEOMETRY_PANELS if key in geometry]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5, 2.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5, 2.9), squeeze=False)
     for ax, (key, label) in zip(axes[0], panels):
         values = geometry[key]
         bins = np.linspace(values.min(), values.max(), 40)
-        for mask, name, color in ((~geometry["blank"], "other samples", "tab:blue"), (geometry["blank"], "blank samples", "tab:red")):
+        for mask, name, color in ((~geometry["blank"], "other", "tab:blue"), (geometry["blank"], "blank", "tab:red")):
             if mask.any():
                 ax.hist(values[mask], bins=bins, density=True, alpha=0.55, color=color, label=f"{name} ({mask.sum()})")
         ax.set_title(label, fontsize=8)
+        ax.set_ylim(top=1.35 * ax.get_ylim()[1])  # headroom for the legend
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("density")
-    axes[0, 0].legend(fontsize=6)
+    axes[0, -1].legend(fontsize=7, loc="upper right")  # the right tails are low: the legend hides no bar
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
@@ -1451,9 +1501,9 @@ RANKING = rank_by(FIDS, "fid_binary")
 print(f"{'rank':4s} {'model':16s} {'FID binary':>10s} {'± se':>5s} {'FID means':>9s} {'precision':>9s} {'recall':>6s} {'blank':>6s}")
 for i, name in enumerate(RANKING, 1):
     s = FIDS[name]
-    print(f"{i:<4d} {name:16s} {s['fid_binary']:10.2f} {s['fid_binary_se'] or 0:5.2f} {s['fid']:9.2f} {s['precision']:9.3f} "
+    print(f"{i:<4d} {name:16s} {s['fid_binary']:10.2f} {se_cell(s['fid_binary_se'])} {s['fid']:9.2f} {s['precision']:9.3f} "
           f"{s['recall']:6.3f} {s['blank_share']:6.3f}")
-print(f"{'ref':4s} {'real vs real':16s} {FID_FLOOR:10.2f} {REFERENCE['fid_se'] or 0:5.2f} {'':9s} {REFERENCE['precision']:9.3f} "
+print(f"{'ref':4s} {'real vs real':16s} {FID_FLOOR:10.2f} {se_cell(REFERENCE['fid_se'])} {'':9s} {REFERENCE['precision']:9.3f} "
       f"{REFERENCE['recall']:6.3f} {REFERENCE['blank_share']:6.3f}")
 DISAGREEMENTS = ranking_disagreements(FIDS)
 for better, worse in DISAGREEMENTS:

@@ -62,9 +62,11 @@ import math
 import os
 import platform
 import time
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import matplotlib.text
 import numpy as np
 import torch
 import torch.nn as nn
@@ -116,12 +118,41 @@ def ema(values, weight=0.98):
     return out
 
 
+REPORT_WIDTH_INCHES = 5.5  # the report prints a figure about this wide (text width 6.5 in)
+REPORT_MIN_POINTS = 8  # smallest legible text on the printed page
+
+
+def enlarge_small_text(fig, width=REPORT_WIDTH_INCHES, min_points=REPORT_MIN_POINTS):
+    """Raise every text of `fig` that would print below `min_points` once the figure is shrunk to `width`
+    inches, then lay the figure out again (a figure-level legend keeps its column on the right)."""
+    shrink = min(1.0, width / fig.get_figwidth())
+    floor = min_points / shrink
+    small = [text for text in fig.findobj(matplotlib.text.Text) if text.get_text() and text.get_fontsize() < floor]
+    if not small:
+        return  # already legible: the notebook's layout stays as it is
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_ticklabels() and axis.get_ticklabels()[0].get_fontsize() < floor:
+                ax.tick_params(axis="x" if axis is ax.xaxis else "y", labelsize=floor)
+    for text in small:
+        text.set_fontsize(floor)
+    right = 1.0
+    if fig.legends:
+        renderer = fig.canvas.get_renderer()
+        right = 1.0 - max(legend.get_window_extent(renderer).width for legend in fig.legends) / fig.bbox.width - 0.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # image grids without axes decorations: tight layout may not apply
+        fig.tight_layout(rect=(0, 0, right, 1))
+
+
 def save_report_copy(fig, name):
-    """figures/report/<name>: the same figure without its English title (the report's Persian caption says it)."""
+    """figures/report/<name>: the figure as the report prints it: without its English title (the report's
+    Persian caption says it) and with no text below REPORT_MIN_POINTS at the report's width."""
     if fig.get_suptitle():
         fig.suptitle("")
     elif len(fig.axes) == 1:
         fig.axes[0].set_title("")
+    enlarge_small_text(fig)
     (FIGURES / "report").mkdir(parents=True, exist_ok=True)
     fig.savefig(FIGURES / "report" / name, dpi=130, bbox_inches="tight")
 
@@ -827,7 +858,6 @@ SINGULAR_PRODUCTS = []  # one entry per Fréchet distance whose covariance produ
 def frechet_distance(stats_a, stats_b):
     """pytorch-fid's Fréchet distance. scipy warns when the covariance product is (nearly) singular,
     e.g. feature dimensions that never vary; that warning (which prints file paths) becomes one note."""
-    import warnings
     from scipy.linalg import LinAlgWarning
     from pytorch_fid.fid_score import calculate_frechet_distance
     with warnings.catch_warnings():
@@ -1023,7 +1053,7 @@ def knn_radii(features, k):
 
 
 def precision_recall(real, generated, k=3):
-    """Improved precision and recall (Kynkäänniemi et al., 2019) of feature sets (n, d)."""
+    """Improved precision and recall (Kynkäänniemi et al., 2019) of feature sets (n, d), with their standard errors."""
     if min(len(real), len(generated)) <= k:
         raise ValueError(f"precision/recall with k = {k} needs more than {k} images per set "
                          f"(got {len(real)} real, {len(generated)} generated)")
@@ -1031,7 +1061,24 @@ def precision_recall(real, generated, k=3):
     distances = pairwise_distances(generated, real)  # (generated, real)
     precision = (distances <= real_radii[None, :]).any(axis=1).mean()
     recall = (distances <= generated_radii[:, None]).any(axis=0).mean()
-    return dict(precision=float(precision), recall=float(recall))
+    return dict(precision=float(precision), recall=float(recall), precision_se=proportion_se(precision, len(generated)),
+                recall_se=proportion_se(recall, len(real)))
+
+
+def proportion_se(share, n):
+    """Standard error of a share measured over n images, sqrt(p(1 - p) / n): the precision and recall
+    uncertainty from the images drawn, with the k-NN neighbourhoods held fixed."""
+    return math.sqrt(share * (1.0 - share) / n)
+
+
+def with_se(value, se, digits=2):
+    """'12.34 ± 0.56', or just '12.34' when no standard error was measured (FID_BOOTSTRAP < 2)."""
+    return f"{value:.{digits}f}" + ("" if se is None else f" ± {se:.{digits}f}")
+
+
+def se_cell(se, width=5):
+    """A table cell for a standard error: '-' when none was measured."""
+    return f"{'-' if se is None else f'{se:.2f}':>{width}s}"
 
 
 def separations(scores, order, value="fid", error="fid_se"):
@@ -1073,8 +1120,8 @@ def generated_scores(name, generator_net, n, seed, crop=False):
     features = cached_features(images, INCEPTION, DEVICE, FID_BATCH_SIZE, FEATURE_CACHE, SETTINGS["fid_dims"])
     scores = digit_scores(images, features)
     shares = np.array(scores["class_share"])
-    print(f"{name}: FID {scores['fid']:.2f} ± {scores['fid_se'] or 0:.2f} (floor {FID_FLOOR:.2f}), precision {scores['precision']:.3f}, recall "
-          f"{scores['recall']:.3f}, legible {scores['legible_share']:.3f}; class shares min {shares.min():.3f} max "
+    print(f"{name}: FID {with_se(scores['fid'], scores['fid_se'])} (floor {FID_FLOOR:.2f}), precision "
+          f"{with_se(scores['precision'], scores['precision_se'], 3)}, recall {with_se(scores['recall'], scores['recall_se'], 3)}, legible {scores['legible_share']:.3f}; class shares min {shares.min():.3f} max "
           f"{shares.max():.3f}  ({n} generated vs {len(REAL_INDICES)} real, {time.time() - t0:.0f} s)")
     return scores
 
@@ -1100,8 +1147,8 @@ REFERENCE["source"] = f"{len(FLOOR_INDICES)} MNIST test digits vs the {len(REAL_
 FID_FLOOR = REFERENCE["fid"]
 print(f"real subset: {len(REAL_INDICES)} training digits in data/fid/{subset_name}; floor subset: {len(FLOOR_INDICES)} "
       f"test digits in data/fid/{floor_name} (features ready in {time.time() - t0:.0f} s)")
-print(f"reference (real vs real): FID floor {FID_FLOOR:.2f} ± {REFERENCE['fid_se'] or 0:.2f}, precision {REFERENCE['precision']:.3f}, recall "
-      f"{REFERENCE['recall']:.3f}, legible share {REFERENCE['legible_share']:.3f}")
+print(f"reference (real vs real): FID floor {with_se(FID_FLOOR, REFERENCE['fid_se'])}, precision "
+      f"{with_se(REFERENCE['precision'], REFERENCE['precision_se'], 3)}, recall {with_se(REFERENCE['recall'], REFERENCE['recall_se'], 3)}, legible share {REFERENCE['legible_share']:.3f}")
 
 # %% [markdown]
 # ### Question 2: hyperparameter search for the GAN
@@ -1433,7 +1480,7 @@ def plot_gan_losses(history, report, title, extra_keys=()):
             late = its > len(its) // 10
             zoomed.plot(its[late], smooth[late], color=color, lw=1.6, label=LOSS_LABELS.get(key, key))
         zoomed.legend(fontsize=9)
-    titles = ["whole run"] + ["after the first tenth (moving averages, zoomed)"] * len(groups)
+    titles = ["whole run"] + ["after the first tenth (zoomed)"] * len(groups)
     for ax, subtitle in zip(axes, titles):
         if report["restored_best"]:
             ax.axvline(report["iteration"], color="k", ls="--", lw=1,
@@ -1441,7 +1488,7 @@ def plot_gan_losses(history, report, title, extra_keys=()):
         ax.set_xlabel("generator iteration", fontsize=10)
         ax.grid(alpha=0.3)
         ax.set_title(subtitle, fontsize=10)
-    axes[0].set_ylabel("loss (per iteration; moving average solid)", fontsize=10)
+    axes[0].set_ylabel("loss", fontsize=10)  # faint: per iteration; solid: moving average (the markdown above)
     axes[0].legend(fontsize=9)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -1739,11 +1786,11 @@ SUMMARY["ssgan"]["widths"] = dict(widths, reduced=widths != SPEC_WIDTHS, step_se
 head = (f"{'model':9s} {'FID':>7s} {'± se':>5s} {'prec':>6s} {'recall':>6s} {'legible':>7s} {'shares':>11s} {'reported':>14s} "
         f"{'iters':>6s} {'epochs':>6s} {'segm':>4s} {'hours':>5s} {'params G':>10s} {'params D':>9s}")
 print(head + "\n" + "-" * len(head))
-print(f"{'real':9s} {FID_FLOOR:7.2f} {REFERENCE['fid_se'] or 0:5.2f} {REFERENCE['precision']:6.3f} {REFERENCE['recall']:6.3f} {REFERENCE['legible_share']:7.3f} "
+print(f"{'real':9s} {FID_FLOOR:7.2f} {se_cell(REFERENCE['fid_se'])} {REFERENCE['precision']:6.3f} {REFERENCE['recall']:6.3f} {REFERENCE['legible_share']:7.3f} "
       f"{min(REFERENCE['class_share']):5.3f}-{max(REFERENCE['class_share']):.3f}   (test digits vs the training subset)")
 for name, s in SUMMARY.items():
     rep = s["reported"]
-    print(f"{name:9s} {s['fid']:7.2f} {s['fid_se'] or 0:5.2f} {s['precision']:6.3f} {s['recall']:6.3f} {s['legible_share']:7.3f} "
+    print(f"{name:9s} {s['fid']:7.2f} {se_cell(s['fid_se'])} {s['precision']:6.3f} {s['recall']:6.3f} {s['legible_share']:7.3f} "
           f"{min(s['class_share']):5.3f}-{max(s['class_share']):.3f} {rep['kind'] + ' @ ' + str(rep['iteration']):>14s} "
           f"{s['iterations']:6d} {s['epochs']:6.1f} {s['segments']:4d} {s['train_hours']:5.2f} {s['params_g']:10,d} {s['params_d']:9,d}")
 print("FID: pytorch-fid, 5,000 generated vs the fixed 5,000 training digits (real row: 5,000 test digits, the floor). "

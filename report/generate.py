@@ -65,7 +65,8 @@ def fixed(x, digits=2):
 
 
 def count(n):
-    return f"{int(n):,}".replace(",", "{,}")
+    """An integer for math mode with the Persian thousands mark (report.tex's \\thsep): 30٬000."""
+    return f"{int(n):,}".replace(",", "\\thsep ")
 
 
 def minutes(seconds):
@@ -91,11 +92,23 @@ def run_values(r, q):
             f"{q}.fidreal": count(get(r, f"{q}.fid.num_real")), f"{q}.fidgen": count(get(r, f"{q}.fid.num_gen"))}
 
 
+def share_gap_in_se(a, b, key):
+    """|a[key] - b[key]| in standard errors of the difference (precision or recall, each with its own SE)."""
+    return abs(a[key] - b[key]) / math.hypot(a[f"{key}_se"], b[f"{key}_se"])
+
+
+def share_se_values(r, q):
+    """The largest standard error of any precision or recall the question reports (models and reference)."""
+    scored = list(get(r, f"{q}.models").values()) + [get(r, f"{q}.reference")]
+    return {f"{q}.prse.max": fixed(max(m[f"{key}_se"] for m in scored for key in ("precision", "recall")), 3)}
+
+
 def q1_values(r):
     tolerances = get(r, "q1.training.tolerances")
     check = get(r, "q1.data.verified_against") if get(r, "q1.data.reconstructed") else None
     v = {
-        **run_values(r, "q1"),
+        **run_values(r, "q1"), **share_se_values(r, "q1"),
+        "q1.recall.kl14vae.se": fixed(share_gap_in_se(get(r, "q1.models.controlvae_kl14"), get(r, "q1.models.vae"), "recall"), 1),
         "q1.batch": str(get(r, "q1.run.batch_size")), "q1.lr": sci(get(r, "q1.run.learning_rate")),
         "q1.nimages": count(get(r, "q1.data.n_images")),
         "q1.ceiling": fixed(math.log(get(r, "q1.data.n_images")), 2),
@@ -228,7 +241,8 @@ def q2_values(r):
         "q2.search.top.final": fixed(get(r, "q2.search.rows")[0]["final_cheap_fd"], 1),
         "q2.search.top.best": fixed(get(r, "q2.search.rows")[0]["best_cheap_fd"], 1),
         "q2.floor": fixed(get(r, "q2.fid_floor")),
-        **separation_values("q2", get(r, "q2.fid.separations")),
+        **separation_values("q2", get(r, "q2.fid.separations")), **share_se_values(r, "q2"),
+        "q2.recall.ssgangan.se": fixed(share_gap_in_se(get(r, "q2.models.ssgan"), get(r, "q2.models.gan"), "recall"), 1),
         "q2.ref.precision": fixed(ref["precision"], 3), "q2.ref.recall": fixed(ref["recall"], 3),
         "q2.ref.legible": fixed(ref["legible_share"], 3), "q2.ref.illegiblepct": fixed(100 * (1 - ref["legible_share"]), 1), **share_values("q2.ref", ref["class_share"]),
         "q2.legible.conf": re.search(r"([0-9.]+)", get(r, "q2.fid.legible")).group(1),
@@ -306,8 +320,7 @@ def q1_table(r):
         set_point = "-" if m["set_point"] is None else f"${m['set_point']:g}$"
         c = m["convergence"]
         return (f"{set_point} & ${m['final_kl']:.2f}$ & ${m['final_recon']:.2f}$ & ${m['final_beta']:.2f}$ & "
-                f"${c['recon_plateau']['value']:+.3f}$ & ${c['beta_drift']['value']:+.3f}$ & ${m['active_latents']}$ & "
-                f"${m['train_hours']:.2f}$")
+                f"${c['recon_plateau']['value']:+.3f}$ & ${c['beta_drift']['value']:+.3f}$ & ${m['active_latents']}$")
     return q1_rows(r, cells)
 
 
@@ -338,25 +351,69 @@ def q2_table(r):
         m = get(r, f"q2.models.{name}")
         rows.append(f"{MODEL_FA[name]} & ${m['fid']:.2f} \\pm {m['fid_se']:.2f}$ & ${m['precision']:.3f}$ & ${m['recall']:.3f}$ & "
                     f"${m['legible_share']:.3f}$ & ${min(m['class_share']):.3f}$ تا ${max(m['class_share']):.3f}$ & "
-                    f"{reported_label(m['reported'])} & ${count(m['iterations'])}$ & ${m['epochs']:.1f}$ & "
-                    f"${m['train_hours']:.2f}$ \\\\")
+                    f"{reported_label(m['reported'])} & ${count(m['iterations'])}$ & ${m['epochs']:.1f}$ \\\\")
     ref = get(r, "q2.reference")
     rows.append(f"\\midrule\nمرجع (واقعی / واقعی) & ${ref['fid']:.2f} \\pm {ref['fid_se']:.2f}$ & ${ref['precision']:.3f}$ & ${ref['recall']:.3f}$ & "
-                f"${ref['legible_share']:.3f}$ & ${min(ref['class_share']):.3f}$ تا ${max(ref['class_share']):.3f}$ & - & - & - & - \\\\")
+                f"${ref['legible_share']:.3f}$ & ${min(ref['class_share']):.3f}$ تا ${max(ref['class_share']):.3f}$ & - & - & - \\\\")
     return "\n".join(rows) + "\n"
 
 
 def search_table(r):
-    """The search's rows, best first: setting, the rung it reached, its cheap FD there, best, score."""
+    """The search's rows, best first (by score): setting, the rung it reached, its cheap FD there, its role."""
     rows, reported = [], get(r, "q2.settings.gan")
     for rank, row in enumerate(get(r, "q2.search.rows"), 1):
         roles = (["برنده‌ی جست‌وجو"] if rank == 1 else []) + (["گزارش‌شده"] if all(
             tuple(row[k]) == tuple(reported[k]) if isinstance(row[k], list) else row[k] == reported[k]
             for k in ("lr", "betas", "d_steps")) else [])
         rows.append(f"${rank}$ & ${sci(row['lr'])}$ & ${betas(row['betas'])}$ & ${row['d_steps']}$ & "
-                    f"${count(row['iterations'])}$ & ${row['final_cheap_fd']:.1f}$ & ${row['score']:.1f}$ & "
+                    f"${count(row['iterations'])}$ & ${row['final_cheap_fd']:.1f}$ & "
                     f"{'، '.join(roles) or '-'} \\\\")
     return "\n".join(rows) + "\n"
+
+
+# Tables 2 and 3 of the assignment with their "?" filled in: (row, layer, in, out, output shape, trainable
+# parameters, which cell held the "?"). The shapes follow from the 28x28 output and input (report 2-1).
+GAN_GENERATOR_ROWS = [
+    ("1", r"\lr{Linear + BN + ReLU}", 64, 512, (512,), 64 * 512 + 512 + 2 * 512, None),
+    ("2", r"\lr{Linear + BN + ReLU}", 512, 3136, (64, 7, 7), 512 * 3136 + 3136 + 2 * 3136, "out"),
+    ("3", r"\lr{PixelShuffle(2)}", None, None, (16, 14, 14), 0, None),
+    ("4", r"\lr{Conv 3\texttimes 3, \textit{p}\,=\,1 + BN + ReLU}", 16, 32, (32, 14, 14), 16 * 32 * 9 + 32 + 2 * 32, None),
+    ("5", r"\lr{PixelShuffle(2)}", None, None, (8, 28, 28), 0, None),
+    ("6", r"\lr{Conv 3\texttimes 3, \textit{p}\,=\,1 + tanh}", 8, 1, (1, 28, 28), 8 * 1 * 9 + 1, "out"),
+]
+GAN_DISCRIMINATOR_ROWS = [
+    ("1", r"\lr{Conv 4\texttimes 4, \textit{s}\,=\,2, \textit{p}\,=\,1 + ReLU}", 1, 32, (32, 14, 14), 1 * 32 * 16 + 32, None),
+    ("2", r"\lr{Conv 4\texttimes 4, \textit{s}\,=\,2, \textit{p}\,=\,1 + ReLU}", 32, 64, (64, 7, 7), 32 * 64 * 16 + 64, None),
+    ("3", r"\lr{Linear + ReLU}", 3136, 512, (512,), 3136 * 512 + 512, "in"),
+    ("4", r"\lr{Linear (logit)}", 512, 1, (1,), 512 + 1, None),
+]
+
+
+def architecture_rows(title, rows, trained):
+    """One network's rows of the filled-in table, the found "?" values in bold; the layers' parameters must add
+    up to the trained network's count (so the table describes the networks that were trained)."""
+    total = sum(row[5] for row in rows)
+    if total != trained:
+        raise MissingResult(f"{title}: the table's layers hold {total:,} parameters, the trained network {trained:,} "
+                            "(results/q2.json); update GAN_GENERATOR_ROWS / GAN_DISCRIMINATOR_ROWS in report/generate.py")
+
+    def cell(value, found):
+        text = "-" if value is None else f"${count(value)}$"
+        return f"\\colorbox{{gray!20}}{{{text}}}" if found else text
+    lines = [f" & \\textbf{{{title}}} & & & & \\\\", "\\midrule"]  # no \\multicolumn first: it cannot follow \\input
+    for number, name, n_in, n_out, shape, params, question in rows:
+        shape_tex = r"\times ".join(map(str, shape))
+        lines.append(f"${number}$ & {name} & {cell(n_in, question == 'in')} & {cell(n_out, question == 'out')} & "
+                     f"${shape_tex}$ & ${count(params)}$ \\\\")
+    lines.append(f"\\multicolumn{{5}}{{r}}{{جمع}} & ${count(total)}$ \\\\")
+    return "\n".join(lines)
+
+
+def gan_architecture_table(r):
+    """Tables 2 and 3 of the assignment, filled in, with each layer's output shape and parameters."""
+    model = get(r, "q2.models.gan")
+    return (architecture_rows("مولد (جدول ۲ صورت تمرین)", GAN_GENERATOR_ROWS, model["params_g"]) + "\n\\midrule\n"
+            + architecture_rows("تمیزدهنده (جدول ۳ صورت تمرین)", GAN_DISCRIMINATOR_ROWS, model["params_d"]) + "\n")
 
 
 def q1_claims(q1, r):
@@ -369,6 +426,9 @@ def q1_claims(q1, r):
     alike = all(abs(vae_geometry["blank"][key] / vae_geometry["other"][key] - 1) < 0.15
                 for key in ("median_norm", "median_nearest_mean", "median_nearest_sigmas")) if vae_geometry["blank"]["n"] else False
     return {
+        "1-4: KL*=14's recall is within two standard errors of the VAE's (level), KL*=8's far below both":
+            share_gap_in_se(q1["kl14"], q1["vae"], "recall") < 2
+            and share_gap_in_se(q1["kl8"], q1["vae"], "recall") > 10,
         "1-4: each gap between adjacent models' binary FIDs exceeds three standard errors of the difference":
             all(pair["in_se"] > 3 for pair in get(r, "q1.fid.separations")),
         "1-2: every model trained the same N iterations": len({m["iterations"] for m in q1.values()}) == 1 and
@@ -481,6 +541,9 @@ def q2_claims(r):
     at_common = {name: common_cheap_fd(r, name) for name in Q2_MODELS}
     separations = get(r, "q2.fid.separations")
     return {
+        "2-3: SSGAN's recall is within two standard errors of the GAN's, its precision many above":
+            share_gap_in_se(q2["ssgan"], q2["gan"], "recall") < 2 and share_gap_in_se(q2["ssgan"], q2["gan"], "precision") > 5
+            and q2["ssgan"]["precision"] > q2["gan"]["precision"],
         "2-2: WGAN's generator updates exceed twice those of the reported GAN generator":
             q2["wgan"]["iterations"] > 2 * q2["gan"]["reported"]["iteration"],
         "2-2: WGAN's recall is the lowest of the three models":
@@ -589,6 +652,7 @@ def generate(results_dir, out_dir, config_path):
     (out_dir / "mig_table.tex").write_text(mig_table(r))
     (out_dir / "q2_table.tex").write_text(q2_table(r))
     (out_dir / "search_table.tex").write_text(search_table(r))
+    (out_dir / "gan_architecture_table.tex").write_text(gan_architecture_table(r))
     return {**values, **titles}
 
 
@@ -602,7 +666,7 @@ def main(argv=None):
         values = generate(args.results, args.out, args.config)
     except MissingResult as err:
         sys.exit(f"report/generate.py: {err}")
-    print(f"wrote {len(values)} values and 5 tables into {args.out}")
+    print(f"wrote {len(values)} values and 6 tables into {args.out}")
 
 
 if __name__ == "__main__":

@@ -313,7 +313,7 @@ def test_q1_runs_end_to_end_and_again_from_its_weights(q1, tmp_path):
     real_idx, floor_idx = (np.load(f / "indices.npy") for f in folders)
     assert np.array_equal(floor_idx, q1.subset_indices(18432, 16, results["fid"]["floor_subset_seed"], exclude=real_idx))
     real_f, floor_f = (np.load(f / "features.npy") for f in folders)
-    assert {k: reference[k] for k in ("precision", "recall")} == q1.precision_recall(real_f, floor_f)
+    assert {k: reference[k] for k in ("precision", "recall", "precision_se", "recall_se")} == q1.precision_recall(real_f, floor_f)
     assert results["fid_floor"] == pytest.approx(q1.frechet_distance(
         q1.feature_statistics(real_f, 2), q1.feature_statistics(floor_f, 2)))
     written = sorted(p.stem for p in (tmp_path / "figures").glob("q1_*.png"))

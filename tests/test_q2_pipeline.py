@@ -428,9 +428,9 @@ def test_precision_and_recall_measure_fidelity_and_coverage(q2):
     same = q2.precision_recall(real, real.copy())
     one_mode = q2.precision_recall(real, rng.normal(0, 0.1, (100, 4)))
     far = q2.precision_recall(real, rng.normal(50, 0.1, (100, 4)))
-    assert same == dict(precision=1.0, recall=1.0)
+    assert same == dict(precision=1.0, recall=1.0, precision_se=0.0, recall_se=0.0)
     assert one_mode["precision"] >= 0.85 and 0.3 <= one_mode["recall"] <= 0.5  # faithful, but half the modes
-    assert far == dict(precision=0.0, recall=0.0)
+    assert far == dict(precision=0.0, recall=0.0, precision_se=0.0, recall_se=0.0)
 
 
 def test_features_are_cached_by_content(q2, tmp_path):
@@ -487,7 +487,7 @@ def test_each_q2_score_is_computed_on_the_digits_it_names(q2, tmp_path, monkeypa
     features = probe(digits, None, None)
     assert scores["fid"] == pytest.approx(q2.frechet_distance(q2.REAL_STATS, q2.gaussian_stats(features)))
     assert scores["fid_se"] == q2.fid_standard_error(q2.REAL_STATS, q2.REAL_ROOT, features, q2.FID_BOOTSTRAP, q2.SEED)
-    assert {k: scores[k] for k in ("precision", "recall")} == q2.precision_recall(real, features)
+    assert {k: scores[k] for k in ("precision", "recall", "precision_se", "recall_se")} == q2.precision_recall(real, features)
     probabilities = q2.classifier_probabilities(classifier, digits, CPU)
     assert scores["class_share"] == q2.class_shares(probabilities)
     assert scores["legible_share"] == q2.legible_share(probabilities) and scores["n"] == 50
@@ -609,7 +609,7 @@ def test_smoke_run_references_come_from_the_two_real_subsets_features(smoke_run,
     real_digits, floor_digits = train[np.load(real_dir / "indices.npy")], test[np.load(floor_dir / "indices.npy")]
     assert np.array_equal(q2.read_pngs(real_dir), real_digits) and np.array_equal(q2.read_pngs(floor_dir), floor_digits)
     real_f, floor_f = (np.load(data / "fid" / f"features_{q2.content_sha1(d)}_64.npy") for d in (real_digits, floor_digits))
-    assert {k: r["reference"][k] for k in ("precision", "recall")} == q2.precision_recall(real_f, floor_f)
+    assert {k: r["reference"][k] for k in ("precision", "recall", "precision_se", "recall_se")} == q2.precision_recall(real_f, floor_f)
     assert r["fid_floor"] == pytest.approx(q2.frechet_distance(q2.gaussian_stats(real_f), q2.gaussian_stats(floor_f)))
     # the reference labels are the classifier's on the same test digits
     classifier, info = q2.trained_classifier(tmp_path / "weights" / "q2_classifier.pt", train, train_labels,
@@ -676,6 +676,46 @@ def test_a_k_nn_radius_is_the_distance_to_the_kth_nearest_other_point(notebook, 
     radii = request.getfixturevalue(notebook).knn_radii
     assert radii(points, 1) == pytest.approx([1, 1, 2, 3, 4])  # the point itself is not its own neighbour
     assert radii(points, 2) == pytest.approx([3, 2, 3, 4, 7])
+
+
+@pytest.mark.parametrize("notebook", ["q1", "q2"])
+def test_precision_and_recall_carry_the_standard_error_of_a_share_over_their_own_image_counts(notebook, request):
+    nb = request.getfixturevalue(notebook)
+    rng = np.random.default_rng(0)
+    real, generated = rng.normal(size=(400, 4)), rng.normal(scale=0.7, size=(100, 4))  # different counts
+    pr = nb.precision_recall(real, generated)
+    assert 0 < pr["precision"] < 1 and 0 < pr["recall"] < 1
+    assert pr["precision_se"] == pytest.approx(np.sqrt(pr["precision"] * (1 - pr["precision"]) / 100))  # over generated
+    assert pr["recall_se"] == pytest.approx(np.sqrt(pr["recall"] * (1 - pr["recall"]) / 400))  # over real
+    assert nb.with_se(12.344, 0.556) == "12.34 ± 0.56" and nb.with_se(0.61234, 0.0069, 3) == "0.612 ± 0.007"
+    assert nb.with_se(12.344, None) == "12.34" and nb.se_cell(None).strip() == "-"  # no bootstrap: no '± 0.00'
+
+
+@pytest.mark.parametrize("notebook", ["q1", "q2"])
+def test_report_copies_print_no_text_below_the_minimum_and_keep_the_notebook_figure(notebook, request, tmp_path):
+    import matplotlib.pyplot as plt
+    nb = request.getfixturevalue(notebook)
+    nb.FIGURES = tmp_path
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))  # a wide figure: the report shrinks it by half
+    for ax in axes:
+        ax.plot([0, 1], [1, 0], label="curve")
+        ax.set_xlabel("iteration", fontsize=6)
+        ax.tick_params(labelsize=5)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="center right", fontsize=7)
+    fig.suptitle("English title", fontsize=9)
+    nb.save_report_copy(fig, "wide.png")
+    shrink = nb.REPORT_WIDTH_INCHES / 11
+    printed = [t.get_fontsize() * shrink for t in fig.findobj(__import__("matplotlib").text.Text) if t.get_text()]
+    printed += [label.get_fontsize() * shrink for ax in axes for label in ax.get_xticklabels() + ax.get_yticklabels()]
+    assert min(printed) >= nb.REPORT_MIN_POINTS - 1e-9 and fig.get_suptitle() == ""
+    assert (tmp_path / "report" / "wide.png").is_file()
+    legend_left = fig.legends[0].get_window_extent(fig.canvas.get_renderer()).x0
+    assert max(ax.get_tightbbox(fig.canvas.get_renderer()).x1 for ax in axes) <= legend_left + 1  # no overlap
+    narrow, ax = plt.subplots(figsize=(4, 3))  # narrower than the report's width: nothing to enlarge
+    ax.set_xlabel("x", fontsize=9)
+    nb.save_report_copy(narrow, "narrow.png")
+    assert ax.xaxis.label.get_fontsize() == 9
+    plt.close("all")
 
 
 def test_the_training_log_shows_each_tenths_mean_losses_and_its_last_checks(q2):

@@ -90,6 +90,21 @@ def test_results_that_contradict_the_analysis_stop_the_generator(tmp_path):
         generate.generate(results, tmp_path / "out", REPORT / "config.toml")
 
 
+def test_the_filled_in_architecture_tables_add_up_to_the_trained_networks(tmp_path):
+    values = generate.generate(ROOT / "results", tmp_path / "out", REPORT / "config.toml")
+    table = (tmp_path / "out" / "gan_architecture_table.tex").read_text()
+    assert table.count("colorbox") == 3  # the three "?" of Tables 2 and 3, shaded
+    gan = json.loads((ROOT / "results" / "q2.json").read_text())["models"]["gan"]
+    assert values and all(f"${generate.count(gan[k])}$ \\\\" in table for k in ("params_g", "params_d"))  # the totals
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "results", results)
+    q2 = json.loads((results / "q2.json").read_text())
+    q2["models"]["gan"]["params_d"] += 1  # a network that differs from the table by one parameter
+    (results / "q2.json").write_text(json.dumps(q2))
+    with pytest.raises(generate.MissingResult, match="1,640,033 parameters, the trained network 1,640,034"):
+        generate.generate(results, tmp_path / "out2", REPORT / "config.toml")
+
+
 def test_a_config_with_three_students_is_refused(tmp_path):
     config = tmp_path / "config.toml"
     student = '[[students]]\nname_fa = "x"\nlastname = "A"\nnumber = "1"\n'
