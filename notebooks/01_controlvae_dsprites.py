@@ -61,11 +61,13 @@ import json
 import math
 import os
 import platform
+import re
 import time
 import urllib.request
 import warnings
 from pathlib import Path
 
+import matplotlib.font_manager
 import matplotlib.pyplot as plt
 import matplotlib.text
 import numpy as np
@@ -137,13 +139,76 @@ def enlarge_small_text(fig, width=REPORT_WIDTH_INCHES, min_points=REPORT_MIN_POI
         fig.tight_layout(rect=(0, 0, right, 1))
 
 
+# The report copies' Persian labels: exact texts, then patterns whose number (group n) is written in Persian digits.
+REPORT_LABELS_FA = {
+    "iteration": "تکرار", "loss per image (nats)": "خطا برای هر تصویر (نت)", "density": "چگالی",
+    "(a) whole run, log scale": "(a) کل آموزش، مقیاس لگاریتمی", "(b) last half, linear scale": "(b) نیمه‌ی دوم، مقیاس خطی",
+    "(a) whole run": "(a) کل آموزش", "(b) last half": "(b) نیمه‌ی دوم",
+    "total = recon + β·KL": "کل = بازسازی + β·KL", "reconstruction (Bernoulli)": "بازسازی (برنولی)",
+    "KL (nats)": "KL (نت)", "reconstruction loss (nats)": "خطای بازسازی (نت)", "(a) |z|": "(a) اندازه‌ی z",
+    "(b) distance to the\nnearest data mean": "(b) فاصله تا نزدیک‌ترین\nمیانگین پسین داده",
+    "(c) distance to the nearest\nposterior, in its σ": "(c) فاصله تا نزدیک‌ترین پسین،\nبر حسب انحراف معیار آن",
+}
+REPORT_PATTERNS_FA = [
+    (r"ControlVAE, KL\* = (?P<n>[\d.]+)", "ControlVAE، مقدار مطلوب {n}"),
+    (r"other \((?P<n>\d+)\)", "غیرخالی ({n})"),
+    (r"blank \((?P<n>\d+)\)", "خالی ({n})"),
+]
+
+
+PERSIAN_FONT = "Vazirmatn"  # the report's font (report/fonts): the report copies' labels are Persian
+RLM = "\u200f"  # right-to-left mark: a label that starts with "(a)" or a Latin name still reads right to left
+
+
+def persian_font_ready():
+    """Register the report's Persian font with matplotlib. False where the report copies keep English labels:
+    no report/fonts in this checkout (e.g. the notebook alone on Colab), or a matplotlib before 3.11 (which
+    does not shape right-to-left text)."""
+    font = OUT / "report" / "fonts" / f"{PERSIAN_FONT}-Regular.ttf"
+    if not font.is_file() or tuple(int(part) for part in matplotlib.__version__.split(".")[:2]) < (3, 11):
+        return False
+    if PERSIAN_FONT not in {entry.name for entry in matplotlib.font_manager.fontManager.ttflist}:
+        matplotlib.font_manager.fontManager.addfont(str(font))
+    return True
+
+
+def persian_number(text):
+    """Persian digits and Persian thousands and decimal marks: 5,000 -> ۵٬۰۰۰."""
+    return text.translate(str.maketrans("0123456789,.", "۰۱۲۳۴۵۶۷۸۹٬٫"))
+
+
+def persian_label(text):
+    """The Persian of a figure's label (REPORT_LABELS_FA exactly, else the first REPORT_PATTERNS_FA that
+    matches, its numbers in Persian digits), or None for a label that stays as it is (names, numbers)."""
+    if text in REPORT_LABELS_FA:
+        return RLM + REPORT_LABELS_FA[text]
+    for pattern, template in REPORT_PATTERNS_FA:
+        match = re.fullmatch(pattern, text)
+        if match:
+            return RLM + match.expand(template.replace("{n}", persian_number(match.group("n"))))
+    return None
+
+
+def translate_labels(fig):
+    """Every label of `fig` that has a Persian translation, in Persian (the report's font, then matplotlib's
+    default for symbols it lacks, such as β)."""
+    for text in fig.findobj(matplotlib.text.Text):
+        persian = persian_label(text.get_text())
+        if persian is not None:
+            text.set_text(persian)
+            text.set_fontfamily([PERSIAN_FONT, "DejaVu Sans"])
+
+
 def save_report_copy(fig, name):
     """figures/report/<name>: the figure as the report prints it: without its English title (the report's
-    Persian caption says it) and with no text below REPORT_MIN_POINTS at the report's width."""
+    Persian caption says it), with Persian labels where the font allows, and no text below REPORT_MIN_POINTS
+    at the report's width."""
     if fig.get_suptitle():
         fig.suptitle("")
     elif len(fig.axes) == 1:
         fig.axes[0].set_title("")
+    if persian_font_ready():
+        translate_labels(fig)
     enlarge_small_text(fig)
     (FIGURES / "report").mkdir(parents=True, exist_ok=True)
     fig.savefig(FIGURES / "report" / name, dpi=130, bbox_inches="tight")
@@ -1257,7 +1322,8 @@ def generated_scores(name, model, n, seed):
                   blank_share=blank_share(probabilities, DATA_INFO["mean_pixel"]),
                   blank_share_binary=blank_share(binary / 255.0, DATA_INFO["mean_pixel"]))
     scores["fid_binary_se"] = fid_standard_error(REAL_STATS, REAL_ROOT, binary_features, FID_BOOTSTRAP, seed)
-    print(f"{name}: FID (binary, primary) {with_se(scores['fid_binary'], scores['fid_binary_se'])}, FID (Bernoulli means) {scores['fid']:.2f}, "
+    scores["fid_se"] = fid_standard_error(REAL_STATS, REAL_ROOT, means_features, FID_BOOTSTRAP, seed)
+    print(f"{name}: FID (binary, primary) {with_se(scores['fid_binary'], scores['fid_binary_se'])}, FID (Bernoulli means) {with_se(scores['fid'], scores['fid_se'])}, "
           f"real-vs-real {FID_FLOOR:.2f}; precision {with_se(scores['precision'], scores['precision_se'], 3)}, "
           f"recall {with_se(scores['recall'], scores['recall_se'], 3)} "
           f"(real-vs-real {REFERENCE['precision']:.3f}, {REFERENCE['recall']:.3f}); blank samples "
@@ -1571,7 +1637,7 @@ def plot_kl_per_latent(histories, title):
     for ax, (name, history) in zip(axes[:, 0], histories.items()):
         per_latent = np.asarray(history["kl_per_latent"])
         for dim in range(per_latent.shape[1]):
-            ax.plot(ema(per_latent[:, dim]), lw=1.2, label=f"z{dim}")
+            ax.plot(ema(per_latent[:, dim]), lw=1.2, ls="-" if dim < 5 else "--", label=f"z{dim}")  # ten latents: two styles
         ax.set_title(MODEL_LABELS.get(name, name), fontsize=9)
         ax.set_ylabel("KL (nats)", fontsize=9)
         ax.grid(alpha=0.3)

@@ -61,10 +61,12 @@ import json
 import math
 import os
 import platform
+import re
 import time
 import warnings
 from pathlib import Path
 
+import matplotlib.font_manager
 import matplotlib.pyplot as plt
 import matplotlib.text
 import numpy as np
@@ -145,13 +147,79 @@ def enlarge_small_text(fig, width=REPORT_WIDTH_INCHES, min_points=REPORT_MIN_POI
         fig.tight_layout(rect=(0, 0, right, 1))
 
 
+# The report copies' Persian labels: exact texts, then patterns whose number (group n) is written in Persian digits.
+REPORT_LABELS_FA = {
+    "generator iteration": "تکرار مولد", "classifier-space FD (log scale)": "FD طبقه‌بند (مقیاس لگاریتمی)",
+    "loss": "خطا", "D loss": "خطای D", "G loss": "خطای G",
+    "Wasserstein estimate (-D loss)": "برآورد فاصله‌ی واسرشتاین (منفی خطای D)",
+    "D rotation CE (real)": "خطای چرخش D (واقعی)", "G rotation CE (fake)": "خطای چرخش G (ساختگی)",
+    "whole run": "کل آموزش", "after the first tenth (zoomed)": "پس از دهم اول (بزرگ‌نمایی)",
+    "digit class (classifier's label)": "رقم (برچسب طبقه‌بند)", "MNIST test (real)": "آزمون MNIST (واقعی)",
+    "GAN (trained)": "GAN (خام)", "WGAN (trained)": "WGAN (خام)", "SSGAN (trained)": "SSGAN (خام)",
+}
+REPORT_PATTERNS_FA = [
+    (r"share of (?P<n>[\d,]+) digits", "سهم از {n} رقم"),
+    (r"reported generator \(iteration (?P<n>\d+)\)", "مولد گزارش‌شده (تکرار {n})"),
+    (r"early: iteration (?P<n>[\d,]+)", "ابتدایی: تکرار {n}"),
+    (r"middle: iteration (?P<n>[\d,]+)", "میانی: تکرار {n}"),
+    (r"final: iteration (?P<n>[\d,]+)", "نهایی: تکرار {n}"),
+    (r"end of training \(not reported\): iteration (?P<n>[\d,]+)", "پایان آموزش (گزارش‌نشده): تکرار {n}"),
+]
+
+
+PERSIAN_FONT = "Vazirmatn"  # the report's font (report/fonts): the report copies' labels are Persian
+RLM = "\u200f"  # right-to-left mark: a label that starts with "(a)" or a Latin name still reads right to left
+
+
+def persian_font_ready():
+    """Register the report's Persian font with matplotlib. False where the report copies keep English labels:
+    no report/fonts in this checkout (e.g. the notebook alone on Colab), or a matplotlib before 3.11 (which
+    does not shape right-to-left text)."""
+    font = OUT / "report" / "fonts" / f"{PERSIAN_FONT}-Regular.ttf"
+    if not font.is_file() or tuple(int(part) for part in matplotlib.__version__.split(".")[:2]) < (3, 11):
+        return False
+    if PERSIAN_FONT not in {entry.name for entry in matplotlib.font_manager.fontManager.ttflist}:
+        matplotlib.font_manager.fontManager.addfont(str(font))
+    return True
+
+
+def persian_number(text):
+    """Persian digits and Persian thousands and decimal marks: 5,000 -> ۵٬۰۰۰."""
+    return text.translate(str.maketrans("0123456789,.", "۰۱۲۳۴۵۶۷۸۹٬٫"))
+
+
+def persian_label(text):
+    """The Persian of a figure's label (REPORT_LABELS_FA exactly, else the first REPORT_PATTERNS_FA that
+    matches, its numbers in Persian digits), or None for a label that stays as it is (names, numbers)."""
+    if text in REPORT_LABELS_FA:
+        return RLM + REPORT_LABELS_FA[text]
+    for pattern, template in REPORT_PATTERNS_FA:
+        match = re.fullmatch(pattern, text)
+        if match:
+            return RLM + match.expand(template.replace("{n}", persian_number(match.group("n"))))
+    return None
+
+
+def translate_labels(fig):
+    """Every label of `fig` that has a Persian translation, in Persian (the report's font, then matplotlib's
+    default for symbols it lacks, such as β)."""
+    for text in fig.findobj(matplotlib.text.Text):
+        persian = persian_label(text.get_text())
+        if persian is not None:
+            text.set_text(persian)
+            text.set_fontfamily([PERSIAN_FONT, "DejaVu Sans"])
+
+
 def save_report_copy(fig, name):
     """figures/report/<name>: the figure as the report prints it: without its English title (the report's
-    Persian caption says it) and with no text below REPORT_MIN_POINTS at the report's width."""
+    Persian caption says it), with Persian labels where the font allows, and no text below REPORT_MIN_POINTS
+    at the report's width."""
     if fig.get_suptitle():
         fig.suptitle("")
     elif len(fig.axes) == 1:
         fig.axes[0].set_title("")
+    if persian_font_ready():
+        translate_labels(fig)
     enlarge_small_text(fig)
     (FIGURES / "report").mkdir(parents=True, exist_ok=True)
     fig.savefig(FIGURES / "report" / name, dpi=130, bbox_inches="tight")

@@ -691,6 +691,27 @@ def test_precision_and_recall_carry_the_standard_error_of_a_share_over_their_own
     assert nb.with_se(12.344, None) == "12.34" and nb.se_cell(None).strip() == "-"  # no bootstrap: no '± 0.00'
 
 
+@pytest.mark.parametrize("notebook, english, number, persian_number", [
+    ("q1", "iteration", "other (3848)", "۳۸۴۸"), ("q2", "generator iteration", "share of 5,000 digits", "۵٬۰۰۰")])
+def test_report_copies_translate_their_labels_into_right_to_left_persian(notebook, english, number, persian_number,
+                                                                        request, tmp_path):
+    import matplotlib.pyplot as plt
+    nb = request.getfixturevalue(notebook)
+    for label in (nb.persian_label(english), nb.persian_label(number)):
+        assert label.startswith(nb.RLM) and any("\u0600" <= ch <= "\u06ff" for ch in label)  # Persian, read RTL
+    assert persian_number in nb.persian_label(number) and "5" not in nb.persian_label(number).replace("\u06f5", "")
+    assert nb.persian_label("z7") is None and nb.persian_label("") is None  # names and numbers stay
+    fig, ax = plt.subplots()
+    ax.set_xlabel(english)
+    ax.set_ylabel("unchanged")
+    nb.translate_labels(fig)
+    assert ax.get_xlabel() == nb.persian_label(english) and nb.PERSIAN_FONT in ax.xaxis.label.get_fontfamily()
+    assert ax.get_ylabel() == "unchanged"
+    plt.close(fig)
+    nb.OUT = tmp_path  # a checkout without report/fonts (e.g. the notebook alone on Colab): English labels
+    assert nb.persian_font_ready() is False
+
+
 @pytest.mark.parametrize("notebook", ["q1", "q2"])
 def test_report_copies_print_no_text_below_the_minimum_and_keep_the_notebook_figure(notebook, request, tmp_path):
     import matplotlib.pyplot as plt
