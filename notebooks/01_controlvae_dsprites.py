@@ -139,7 +139,7 @@ def enlarge_small_text(fig, width=REPORT_WIDTH_INCHES, min_points=REPORT_MIN_POI
         fig.tight_layout(rect=(0, 0, right, 1))
 
 
-# The report copies' Persian labels: exact texts, then patterns whose number (group n) is written in Persian digits.
+# The report copies' Persian labels: exact texts, then patterns whose named groups (numbers) are written in Persian digits.
 REPORT_LABELS_FA = {
     "iteration": "تکرار", "loss per image (nats)": "خطا برای هر تصویر (نت)", "density": "چگالی",
     "(a) whole run, log scale": "(a) کل آموزش، مقیاس لگاریتمی", "(b) last half, linear scale": "(b) نیمه‌ی دوم، مقیاس خطی",
@@ -173,19 +173,21 @@ def persian_font_ready():
 
 
 def persian_number(text):
-    """Persian digits and Persian thousands and decimal marks: 5,000 -> ۵٬۰۰۰."""
+    """Persian digits and Persian thousands and decimal marks: 5,000 -> ۵٬۰۰۰ (5e-05 is written out: ۰٫۰۰۰۰۵)."""
+    if "e-" in text:
+        text = f"{float(text):.12f}".rstrip("0")
     return text.translate(str.maketrans("0123456789,.", "۰۱۲۳۴۵۶۷۸۹٬٫"))
 
 
 def persian_label(text):
     """The Persian of a figure's label (REPORT_LABELS_FA exactly, else the first REPORT_PATTERNS_FA that
-    matches, its numbers in Persian digits), or None for a label that stays as it is (names, numbers)."""
+    matches, its named groups, the numbers, in Persian digits), or None for a label that stays as it is."""
     if text in REPORT_LABELS_FA:
         return RLM + REPORT_LABELS_FA[text]
     for pattern, template in REPORT_PATTERNS_FA:
         match = re.fullmatch(pattern, text)
         if match:
-            return RLM + match.expand(template.replace("{n}", persian_number(match.group("n"))))
+            return RLM + template.format(**{key: persian_number(value) for key, value in match.groupdict().items()})
     return None
 
 
@@ -957,7 +959,7 @@ def plot_losses(history, title):
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3, which="both")
-    full.legend(fontsize=7, loc="upper right")
+    full.legend(fontsize=7, loc="lower right")  # below the curves once they level off (log scale)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig

@@ -147,7 +147,7 @@ def enlarge_small_text(fig, width=REPORT_WIDTH_INCHES, min_points=REPORT_MIN_POI
         fig.tight_layout(rect=(0, 0, right, 1))
 
 
-# The report copies' Persian labels: exact texts, then patterns whose number (group n) is written in Persian digits.
+# The report copies' Persian labels: exact texts, then patterns whose named groups (numbers) are written in Persian digits.
 REPORT_LABELS_FA = {
     "generator iteration": "تکرار مولد", "classifier-space FD (log scale)": "FD طبقه‌بند (مقیاس لگاریتمی)",
     "loss": "خطا", "D loss": "خطای D", "G loss": "خطای G",
@@ -164,6 +164,14 @@ REPORT_PATTERNS_FA = [
     (r"middle: iteration (?P<n>[\d,]+)", "میانی: تکرار {n}"),
     (r"final: iteration (?P<n>[\d,]+)", "نهایی: تکرار {n}"),
     (r"end of training \(not reported\): iteration (?P<n>[\d,]+)", "پایان آموزش (گزارش‌نشده): تکرار {n}"),
+    (r"(?P<rank>\d+)\. lr (?P<lr>[\d.e-]+), betas \((?P<b1>[\d.]+), (?P<b2>[\d.]+)\), D steps (?P<d>\d+)",
+     "{rank}. نرخ {lr}، ضرایب ({b1}، {b2})، {d} گام D"),
+    (r"(?P<rank>\d+)\. RMSprop lr (?P<lr>[\d.e-]+) \(paper\)", "{rank}. RMSprop با نرخ {lr} (مقاله)"),
+    (r"(?P<rank>\d+)\. RMSprop lr (?P<lr>[\d.e-]+)", "{rank}. RMSprop با نرخ {lr}"),
+    (r"winner: lr (?P<lr>[\d.e-]+), betas \((?P<b1>[\d.]+), (?P<b2>[\d.]+)\) \(trained\)", "برنده: نرخ {lr}، ضرایب ({b1}، {b2})، خام"),
+    (r"winner: lr (?P<lr>[\d.e-]+), betas \((?P<b1>[\d.]+), (?P<b2>[\d.]+)\) \(EMA\)", "برنده: نرخ {lr}، ضرایب ({b1}، {b2})، EMA"),
+    (r"default: lr (?P<lr>[\d.e-]+), betas \((?P<b1>[\d.]+), (?P<b2>[\d.]+)\) \(trained\)", "پیش‌فرض: نرخ {lr}، ضرایب ({b1}، {b2})، خام"),
+    (r"default: lr (?P<lr>[\d.e-]+), betas \((?P<b1>[\d.]+), (?P<b2>[\d.]+)\) \(EMA\)", "پیش‌فرض: نرخ {lr}، ضرایب ({b1}، {b2})، EMA"),
 ]
 
 
@@ -184,19 +192,21 @@ def persian_font_ready():
 
 
 def persian_number(text):
-    """Persian digits and Persian thousands and decimal marks: 5,000 -> ۵٬۰۰۰."""
+    """Persian digits and Persian thousands and decimal marks: 5,000 -> ۵٬۰۰۰ (5e-05 is written out: ۰٫۰۰۰۰۵)."""
+    if "e-" in text:
+        text = f"{float(text):.12f}".rstrip("0")
     return text.translate(str.maketrans("0123456789,.", "۰۱۲۳۴۵۶۷۸۹٬٫"))
 
 
 def persian_label(text):
     """The Persian of a figure's label (REPORT_LABELS_FA exactly, else the first REPORT_PATTERNS_FA that
-    matches, its numbers in Persian digits), or None for a label that stays as it is (names, numbers)."""
+    matches, its named groups, the numbers, in Persian digits), or None for a label that stays as it is."""
     if text in REPORT_LABELS_FA:
         return RLM + REPORT_LABELS_FA[text]
     for pattern, template in REPORT_PATTERNS_FA:
         match = re.fullmatch(pattern, text)
         if match:
-            return RLM + match.expand(template.replace("{n}", persian_number(match.group("n"))))
+            return RLM + template.format(**{key: persian_number(value) for key, value in match.groupdict().items()})
     return None
 
 
@@ -1837,10 +1847,11 @@ bars = [("MNIST test (real)", REFERENCE["class_share"])] + [(n.upper(), SCORES[n
 for k, (label, shares) in enumerate(bars):
     ax.bar(np.arange(10) + (k - 1.5) * width, shares, width, label=label, color=["0.6", "tab:blue", "tab:orange", "tab:green"][k])
 ax.axhspan(0.05, 0.15, color="0.9", zorder=0, label="0.05-0.15")
+ax.set_ylim(0, 0.19)  # headroom: the legend above the tallest bar
 ax.set_xticks(range(10))
 ax.set_xlabel("digit class (classifier's label)", fontsize=10)
 ax.set_ylabel(f"share of {SETTINGS['fid_gen']:,} digits", fontsize=10)
-ax.legend(fontsize=8, ncol=5)
+ax.legend(fontsize=8, ncol=5, loc="upper center")
 ax.set_title("Mode coverage: class shares of generated digits" + data_label("ssgan"), fontsize=9)
 save_figure(fig, "q2_class_shares.png")
 

@@ -22,7 +22,7 @@ RERUN = {"q1": "notebooks/01_controlvae_dsprites.ipynb", "q2": "notebooks/02_gan
 Q1_MODELS = {"vae": "vae", "kl8": "controlvae_kl8", "kl14": "controlvae_kl14"}
 Q2_MODELS = ("gan", "wgan", "ssgan")
 SHARE_BAND = (0.05, 0.15)  # issue 9: each digit's share of the generated samples, 0.1 +- 50%
-MODEL_FA = {"vae": r"\lr{VAE}", "kl8": r"\lr{ControlVAE, $KL^*=8$}", "kl14": r"\lr{ControlVAE, $KL^*=14$}", "gan": r"\lr{GAN}", "wgan": r"\lr{WGAN}",
+MODEL_FA = {"vae": r"\lr{VAE}", "kl8": r"\lr{ControlVAE ($KL^*=8$)}", "kl14": r"\lr{ControlVAE ($KL^*=14$)}", "gan": r"\lr{GAN}", "wgan": r"\lr{WGAN}",
             "ssgan": r"\lr{SSGAN}"}
 
 

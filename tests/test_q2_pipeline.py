@@ -712,6 +712,13 @@ def test_report_copies_translate_their_labels_into_right_to_left_persian(noteboo
     assert nb.persian_font_ready() is False
 
 
+def test_the_gan_legends_are_translated_with_every_number_in_persian_digits(q2):
+    search = q2.persian_label("1. lr 0.0002, betas (0.0, 0.9), D steps 2")
+    assert search == q2.RLM + "۱. نرخ ۰٫۰۰۰۲، ضرایب (۰٫۰، ۰٫۹)، ۲ گام D"
+    assert "۰٫۰۰۰۰۵" in q2.persian_label("2. RMSprop lr 5e-05 (paper)")  # e-notation written out
+    assert q2.persian_label("default: lr 0.0002, betas (0.5, 0.999) (EMA)").endswith("(۰٫۵، ۰٫۹۹۹)، EMA")
+
+
 @pytest.mark.parametrize("notebook", ["q1", "q2"])
 def test_report_copies_print_no_text_below_the_minimum_and_keep_the_notebook_figure(notebook, request, tmp_path):
     import matplotlib.pyplot as plt
