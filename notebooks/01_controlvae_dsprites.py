@@ -139,7 +139,8 @@ def enlarge_small_text(fig, width=REPORT_WIDTH_INCHES, min_points=REPORT_MIN_POI
         fig.tight_layout(rect=(0, 0, right, 1))
 
 
-# The report copies' Persian labels: exact texts, then patterns whose named groups (numbers) are written in Persian digits.
+# The report copies' Persian labels: exact texts, then patterns whose named groups are words (REPORT_WORDS_FA)
+# or numbers (written in Persian digits).
 REPORT_LABELS_FA = {
     "iteration": "تکرار", "loss per image (nats)": "خطا برای هر تصویر (نت)", "density": "چگالی",
     "(a) whole run, log scale": "(a) کل آموزش، مقیاس لگاریتمی", "(b) last half, linear scale": "(b) نیمه‌ی دوم، مقیاس خطی",
@@ -151,9 +152,9 @@ REPORT_LABELS_FA = {
 }
 REPORT_PATTERNS_FA = [
     (r"ControlVAE, KL\* = (?P<n>[\d.]+)", "ControlVAE، مقدار مطلوب {n}"),
-    (r"other \((?P<n>\d+)\)", "غیرخالی ({n})"),
-    (r"blank \((?P<n>\d+)\)", "خالی ({n})"),
+    (r"(?P<group>other|blank) \((?P<n>\d+)\)", "{group} ({n})"),
 ]
+REPORT_WORDS_FA = {"other": "غیرخالی", "blank": "خالی"}
 
 
 PERSIAN_FONT = "Vazirmatn"  # the report's font (report/fonts): the report copies' labels are Persian
@@ -181,13 +182,15 @@ def persian_number(text):
 
 def persian_label(text):
     """The Persian of a figure's label (REPORT_LABELS_FA exactly, else the first REPORT_PATTERNS_FA that
-    matches, its named groups, the numbers, in Persian digits), or None for a label that stays as it is."""
+    matches, each named group as its REPORT_WORDS_FA word or its number in Persian digits), or None for a
+    label that stays as it is."""
     if text in REPORT_LABELS_FA:
         return RLM + REPORT_LABELS_FA[text]
     for pattern, template in REPORT_PATTERNS_FA:
         match = re.fullmatch(pattern, text)
         if match:
-            return RLM + template.format(**{key: persian_number(value) for key, value in match.groupdict().items()})
+            return RLM + template.format(**{key: REPORT_WORDS_FA.get(value) or persian_number(value)
+                                            for key, value in match.groupdict().items()})
     return None
 
 

@@ -147,7 +147,8 @@ def enlarge_small_text(fig, width=REPORT_WIDTH_INCHES, min_points=REPORT_MIN_POI
         fig.tight_layout(rect=(0, 0, right, 1))
 
 
-# The report copies' Persian labels: exact texts, then patterns whose named groups (numbers) are written in Persian digits.
+# The report copies' Persian labels: exact texts, then patterns whose named groups are words (REPORT_WORDS_FA)
+# or numbers (written in Persian digits).
 REPORT_LABELS_FA = {
     "generator iteration": "تکرار مولد", "classifier-space FD (log scale)": "FD طبقه‌بند (مقیاس لگاریتمی)",
     "loss": "خطا", "D loss": "خطای D", "G loss": "خطای G",
@@ -155,24 +156,22 @@ REPORT_LABELS_FA = {
     "D rotation CE (real)": "خطای چرخش D (واقعی)", "G rotation CE (fake)": "خطای چرخش G (ساختگی)",
     "whole run": "کل آموزش", "after the first tenth (zoomed)": "پس از دهم اول (بزرگ‌نمایی)",
     "digit class (classifier's label)": "رقم (برچسب طبقه‌بند)", "MNIST test (real)": "آزمون MNIST (واقعی)",
-    "GAN (trained)": "GAN (خام)", "WGAN (trained)": "WGAN (خام)", "SSGAN (trained)": "SSGAN (خام)",
 }
 REPORT_PATTERNS_FA = [
     (r"share of (?P<n>[\d,]+) digits", "سهم از {n} رقم"),
     (r"reported generator \(iteration (?P<n>\d+)\)", "مولد گزارش‌شده (تکرار {n})"),
-    (r"early: iteration (?P<n>[\d,]+)", "ابتدایی: تکرار {n}"),
-    (r"middle: iteration (?P<n>[\d,]+)", "میانی: تکرار {n}"),
-    (r"final: iteration (?P<n>[\d,]+)", "نهایی: تکرار {n}"),
+    (r"(?P<stage>early|middle|final): iteration (?P<n>[\d,]+)", "{stage}: تکرار {n}"),
     (r"end of training \(not reported\): iteration (?P<n>[\d,]+)", "پایان آموزش (گزارش‌نشده): تکرار {n}"),
     (r"(?P<rank>\d+)\. lr (?P<lr>[\d.e-]+), betas \((?P<b1>[\d.]+), (?P<b2>[\d.]+)\), D steps (?P<d>\d+)",
      "{rank}. نرخ {lr}، ضرایب ({b1}، {b2})، {d} گام D"),
     (r"(?P<rank>\d+)\. RMSprop lr (?P<lr>[\d.e-]+) \(paper\)", "{rank}. RMSprop با نرخ {lr} (مقاله)"),
     (r"(?P<rank>\d+)\. RMSprop lr (?P<lr>[\d.e-]+)", "{rank}. RMSprop با نرخ {lr}"),
-    (r"winner: lr (?P<lr>[\d.e-]+), betas \((?P<b1>[\d.]+), (?P<b2>[\d.]+)\) \(trained\)", "برنده: نرخ {lr}، ضرایب ({b1}، {b2})، خام"),
-    (r"winner: lr (?P<lr>[\d.e-]+), betas \((?P<b1>[\d.]+), (?P<b2>[\d.]+)\) \(EMA\)", "برنده: نرخ {lr}، ضرایب ({b1}، {b2})، EMA"),
-    (r"default: lr (?P<lr>[\d.e-]+), betas \((?P<b1>[\d.]+), (?P<b2>[\d.]+)\) \(trained\)", "پیش‌فرض: نرخ {lr}، ضرایب ({b1}، {b2})، خام"),
-    (r"default: lr (?P<lr>[\d.e-]+), betas \((?P<b1>[\d.]+), (?P<b2>[\d.]+)\) \(EMA\)", "پیش‌فرض: نرخ {lr}، ضرایب ({b1}، {b2})، EMA"),
+    (r"(?P<run>winner|default): lr (?P<lr>[\d.e-]+), betas \((?P<b1>[\d.]+), (?P<b2>[\d.]+)\) \((?P<kind>trained|EMA)\)",
+     "{run}: نرخ {lr}، ضرایب ({b1}، {b2})، {kind}"),
+    (r"(?P<model>GAN|WGAN|SSGAN) \((?P<kind>trained)\)", "{model} ({kind})"),
 ]
+REPORT_WORDS_FA = {"early": "ابتدایی", "middle": "میانی", "final": "نهایی", "winner": "برنده", "default": "پیش‌فرض",
+                   "trained": "خام"}
 
 
 PERSIAN_FONT = "Vazirmatn"  # the report's font (report/fonts): the report copies' labels are Persian
@@ -200,13 +199,15 @@ def persian_number(text):
 
 def persian_label(text):
     """The Persian of a figure's label (REPORT_LABELS_FA exactly, else the first REPORT_PATTERNS_FA that
-    matches, its named groups, the numbers, in Persian digits), or None for a label that stays as it is."""
+    matches, each named group as its REPORT_WORDS_FA word or its number in Persian digits), or None for a
+    label that stays as it is."""
     if text in REPORT_LABELS_FA:
         return RLM + REPORT_LABELS_FA[text]
     for pattern, template in REPORT_PATTERNS_FA:
         match = re.fullmatch(pattern, text)
         if match:
-            return RLM + template.format(**{key: persian_number(value) for key, value in match.groupdict().items()})
+            return RLM + template.format(**{key: REPORT_WORDS_FA.get(value) or persian_number(value)
+                                            for key, value in match.groupdict().items()})
     return None
 
 
